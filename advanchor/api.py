@@ -1,0 +1,166 @@
+"""The Python API: `advanchor.erase(...)`, and `fit`, the training path that train.py shares with it."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytorch_lightning as pl
+from diffusers import StableDiffusionPipeline
+from pytorch_lightning.loggers import WandbLogger
+
+from . import export
+from .data import ConceptData
+from .evaluate.generate import generate
+from .logging import image_grid
+from .models import ADAPTER, resolve_path
+from .module import Unlearner
+
+METHODS = ("advanchor",)
+GRID_SEEDS = (0, 1, 2, 3)
+
+
+@dataclass
+class ExportOptions:
+    """Extra artifacts besides the diffusers LoRA / UNet delta."""
+
+    kohya: bool = False  # also write a kohya-format LoRA for A1111/ComfyUI
+
+
+@dataclass
+class ErasureResult:
+    """What a run produced: metrics, the edited pipeline (adapters active) and how to save it."""
+
+    metrics: dict
+    pipeline: StableDiffusionPipeline
+    module: Unlearner
+    grids: dict = field(default_factory=dict)
+
+    def save(self, directory: str | Path, config_yaml: str | None = None, options: ExportOptions | None = None) -> Path:
+        """Write the adapter (or UNet delta), metrics.json, grids and, when given, config.yaml."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        unet = self.module.unet
+        if self.module.trainable == "lora":
+            export.save_lora(unet, out / "lora", adapter_name=ADAPTER)
+            if options and options.kohya:
+                export.save_kohya_lora(unet, out / "kohya_lora.safetensors", adapter_name=ADAPTER)
+        else:
+            export.save_unet_delta(unet, self.module.frozen.originals, out / "unet_delta.safetensors")
+        for name, grid in self.grids.items():
+            grid.save(out / f"{name}.png")
+        if config_yaml is not None:
+            (out / "config.yaml").write_text(config_yaml)
+        (out / "metrics.json").write_text(json.dumps(self.metrics, indent=2))
+        return out
+
+
+def is_toy(module: Unlearner) -> bool:
+    from .toyworld import pipeline_path
+
+    return Path(resolve_path(module.pretrained)).resolve() == Path(pipeline_path()).resolve()
+
+
+def _grid_prompts(module: Unlearner) -> list[str]:
+    prompts = [module.erase_prompt(c) for c in module.concepts]
+    if is_toy(module):
+        from .toyworld.vocab import SHAPES
+
+        prompts += [f"a {s}" for s in SHAPES if s not in module.concepts]
+    return prompts
+
+
+def _grid(module: Unlearner, guidance_scale: float, steps: int):
+    images = generate(module.pipe, _grid_prompts(module), list(GRID_SEEDS), guidance_scale, steps, desc="grid")
+    return image_grid(images, rows=len(_grid_prompts(module)))
+
+
+def _toy_metrics(module: Unlearner, seeds: int) -> dict:
+    from .evaluate.toy import erasure_metrics
+    from .toyworld import load_classifier
+
+    classifier = load_classifier()
+    return {c: erasure_metrics(module.pipe, classifier, c, seeds=seeds) for c in module.concepts}
+
+
+def fit(
+    module: Unlearner,
+    datamodule: ConceptData,
+    trainer: pl.Trainer,
+    eval_seeds: int = 4,
+    grid_steps: int = 25,
+    grid_guidance: float | None = None,
+    config: dict | None = None,
+) -> ErasureResult:
+    """Train, then measure: losses, wall time and, on the toy model, erasure before and after.
+
+    `config` (the resolved run configuration) goes to every logger as hyperparameters.
+    """
+    toy = is_toy(module)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(config or {"concepts": module.concepts, "trainable": module.trainable})
+    guidance = grid_guidance if grid_guidance is not None else (4.0 if toy else 7.5)
+    module.pipe.to(trainer.strategy.root_device)
+    metrics: dict = {"concepts": module.concepts, "trainable": module.trainable, "strategy": module.anchor.strategy}
+    grids = {}
+    with module.frozen():
+        if toy:
+            metrics["before"] = _toy_metrics(module, eval_seeds)
+        grids["grid_before"] = _grid(module, guidance, grid_steps)
+    start = time.time()
+    trainer.fit(module, datamodule=datamodule)
+    metrics["train_time_s"] = round(time.time() - start, 2)
+    metrics["steps"] = trainer.global_step
+    metrics["final"] = {k.removeprefix("train/"): float(v) for k, v in trainer.callback_metrics.items()}
+    metrics["delta_norms"] = [float(d.detach().norm()) for d in module.deltas]
+    module.unet.eval()
+    if toy:
+        metrics["after"] = _toy_metrics(module, eval_seeds)
+    grids["grid_after"] = _grid(module, guidance, grid_steps)
+    _log_summary(trainer, metrics, grids)
+    return ErasureResult(metrics=metrics, pipeline=module.pipe, module=module, grids=grids)
+
+
+def _log_summary(trainer: pl.Trainer, metrics: dict, grids: dict) -> None:
+    flat = {"final/train_time_s": metrics["train_time_s"]}
+    for when in ("before", "after"):
+        for concept, report in metrics.get(when, {}).items():
+            flat.update({f"{when}/{concept}/{k}": v for k, v in report.items() if isinstance(v, float)})
+    for logger in trainer.loggers:
+        logger.log_metrics(flat, step=trainer.global_step)
+        if isinstance(logger, WandbLogger):
+            logger.log_image("grids", list(grids.values()), caption=list(grids), step=trainer.global_step)
+            logger.experiment.summary.update(flat)
+
+
+def erase(
+    pipeline_or_path: StableDiffusionPipeline | str,
+    concepts: list[str] | str,
+    method: str = "advanchor",
+    *,
+    data: ConceptData | None = None,
+    trainer: pl.Trainer | dict | None = None,
+    eval_seeds: int = 4,
+    seed: int = 0,
+    **options,
+) -> ErasureResult:
+    """Erase `concepts` from a pipeline (or a path / hub id) and return the result.
+
+    `options` are the `Unlearner` arguments (trainable, lora, prompts, anchor, attributes, lr, ...);
+    `trainer` is a Trainer or a dict of Trainer arguments (default: 50 steps, no logger).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
+    pl.seed_everything(seed, verbose=False)
+    concepts = [concepts] if isinstance(concepts, str) else list(concepts)
+    if isinstance(pipeline_or_path, StableDiffusionPipeline):
+        source = pipeline_or_path.name_or_path or ""
+        module = Unlearner(concepts=concepts, pretrained=source, **options).attach(pipeline_or_path)
+    else:
+        module = Unlearner(concepts=concepts, pretrained=str(pipeline_or_path), **options)
+    if not isinstance(trainer, pl.Trainer):
+        settings = {"max_steps": 50, "logger": False, "enable_checkpointing": False, **(trainer or {})}
+        trainer = pl.Trainer(**settings)
+    return fit(module, data or ConceptData(), trainer, eval_seeds=eval_seeds)

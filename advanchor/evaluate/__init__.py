@@ -1,0 +1,1 @@
+"""Generation, classifiers, metrics and attacks for edited models."""

@@ -1,0 +1,36 @@
+"""Experiment tracking: W&B that falls back to offline mode, and image grids for it."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from PIL import Image
+from pytorch_lightning.loggers import WandbLogger
+
+
+def wandb_has_credentials() -> bool:
+    """An API key in the environment or a netrc entry written by `wandb login`."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = os.path.expanduser("~/.netrc")
+    return os.path.isfile(netrc) and "api.wandb.ai" in open(netrc).read()
+
+
+class AutoWandbLogger(WandbLogger):
+    """WandbLogger that runs offline when no credentials are found (sync later with `wandb sync`)."""
+
+    def __init__(self, project: str = "advanchor", offline: bool | None = None, **kwargs):
+        if offline is None:
+            offline = os.environ.get("WANDB_MODE") == "offline" or not wandb_has_credentials()
+        super().__init__(project=project, offline=offline, **kwargs)
+
+
+def image_grid(images: torch.Tensor, rows: int) -> Image.Image:
+    """(N, 3, H, W) floats in [0, 1] -> one PIL image with `rows` rows."""
+    n, c, h, w = images.shape
+    cols = -(-n // rows)
+    padded = torch.ones(rows * cols, c, h, w)
+    padded[:n] = images.clamp(0, 1)
+    grid = padded.view(rows, cols, c, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, cols * w, c)  # (rows*h, cols*w, 3)
+    return Image.fromarray((grid * 255).round().byte().numpy())

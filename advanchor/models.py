@@ -1,0 +1,141 @@
+"""Loading a diffusers pipeline, choosing what trains, LoRA adapters and the frozen view."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
+TRAINABLE_SETS = ("attn2", "attn2-kv", "non-attn2", "all", "lora")
+ADAPTER = "advanchor"
+
+
+@dataclass
+class LoraOptions:
+    """LoRA adapters on the UNet; `target_modules` is a regex over module names (peft semantics)."""
+
+    rank: int = 4
+    alpha: float = 4.0
+    target_modules: str = r".*attn2\.(to_q|to_k|to_v|to_out\.0)"
+    dropout: float = 0.0
+
+
+@dataclass
+class ModelOptions:
+    """Which model to edit and which of its parameters train."""
+
+    path: str = "toy"  # "toy" = the shipped toy model; else a hub id or a local diffusers directory
+    trainable: str = "attn2"  # one of TRAINABLE_SETS
+    lora: LoraOptions = field(default_factory=LoraOptions)
+    dtype: str = "float32"  # weights of the frozen parts; training precision comes from the Trainer
+
+
+def resolve_path(path: str) -> str:
+    if path == "toy":
+        from .toyworld import pipeline_path
+
+        return pipeline_path()
+    return path
+
+
+def load_pipeline(path: str, dtype: str = "float32") -> StableDiffusionPipeline:
+    """A Stable Diffusion pipeline from a local diffusers directory or a hub id (cache only offline)."""
+    resolved = resolve_path(path)
+    local = Path(resolved)
+    if local.exists() and not (local / "model_index.json").is_file():
+        raise FileNotFoundError(
+            f"{resolved} is not a diffusers pipeline (no model_index.json); point model.path at one"
+        )
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            resolved, torch_dtype=getattr(torch, dtype), safety_checker=None, requires_safety_checker=False
+        )
+    except (OSError, ValueError) as err:
+        raise FileNotFoundError(
+            f"cannot load a pipeline from {resolved!r} ({type(err).__name__}); give a local diffusers directory "
+            "or a hub id that is in the local cache"
+        ) from err
+    pipe.set_progress_bar_config(disable=True)
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+        module.requires_grad_(False).eval()
+    return pipe
+
+
+def _is_attn2(name: str) -> bool:
+    return ".attn2." in f".{name}"
+
+
+def trainable_parameters(unet: UNet2DConditionModel, trainable: str) -> dict[str, torch.nn.Parameter]:
+    """The parameters of a named set: attn2 (ESD-x), attn2-kv (ESD-x-strict), non-attn2 (ESD-u), all."""
+    rules = {
+        "attn2": _is_attn2,
+        "attn2-kv": lambda n: _is_attn2(n) and re.search(r"attn2\.(to_k|to_v)\.", n) is not None,
+        "non-attn2": lambda n: not _is_attn2(n),
+        "all": lambda n: True,
+    }
+    if trainable not in rules:
+        raise ValueError(f"unknown trainable set {trainable!r}; use one of: {', '.join(TRAINABLE_SETS)}")
+    chosen = {n: p for n, p in unet.named_parameters() if rules[trainable](n)}
+    if not chosen:
+        raise ValueError(f"the UNet has no parameters in set {trainable!r}")
+    return chosen
+
+
+def add_lora(unet: UNet2DConditionModel, options: LoraOptions) -> dict[str, torch.nn.Parameter]:
+    """Attach a LoRA adapter named `advanchor`; returns its parameters (the only trainable ones)."""
+    from peft import LoraConfig
+
+    config = LoraConfig(
+        r=options.rank,
+        lora_alpha=options.alpha,
+        lora_dropout=options.dropout,
+        target_modules=options.target_modules,
+        init_lora_weights=True,
+    )
+    try:
+        unet.add_adapter(config, adapter_name=ADAPTER)
+    except ValueError as err:
+        if "not found" not in str(err):
+            raise
+        raise ValueError(
+            f"LoRA target_modules {options.target_modules!r} matched no UNet module; fix the regex"
+        ) from err
+    params = {n: p for n, p in unet.named_parameters() if "lora_" in n}
+    for p in params.values():
+        p.requires_grad_(True)
+    return params
+
+
+class FrozenView:
+    """The original model's predictions from the UNet being trained, without a second copy.
+
+    LoRA: adapters are disabled (exactly the base model). Other sets: the trained parameters'
+    original values are kept once, and swapped in by pointer for the duration of a frozen pass.
+    """
+
+    def __init__(self, unet: UNet2DConditionModel, trained: dict[str, torch.nn.Parameter], lora: bool):
+        self.unet, self.trained, self.lora = unet, trained, lora
+        self.originals = {} if lora else {n: p.detach().clone() for n, p in trained.items()}
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        if self.lora:
+            self.unet.disable_adapters()
+            try:
+                yield
+            finally:
+                self.unet.enable_adapters()
+            return
+        live = {n: p.data for n, p in self.trained.items()}
+        for n, p in self.trained.items():
+            p.data = self.originals[n]
+        try:
+            yield
+        finally:
+            for n, p in self.trained.items():
+                p.data = live[n]

@@ -1,0 +1,157 @@
+"""train.py end to end on the shipped toy model, config parsing, W&B offline, the Python API."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+
+import advanchor
+from advanchor.cli import main
+from advanchor.toyworld import pipeline_path
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY = ROOT / "configs" / "toy" / "advanchor.yaml"
+QUICK = [
+    "--trainer.max_steps=2",
+    "--data.generation.images_per_concept=2",
+    "--eval_seeds=1",
+    "--trainer.enable_progress_bar=false",
+]
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_config_parses(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", str(config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "concepts:" in printed and "trainable:" in printed
+
+
+def test_bad_config_key_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", str(TOY), "--model.no_such_key=1"])
+    assert exit_info.value.code != 0
+    assert "no_such_key" in capsys.readouterr().err
+
+
+def test_unknown_concept_word_is_a_one_line_error(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "--model.concepts=[dragon]",
+            "--trainer.logger=false",
+            f"--output_dir={tmp_path}",
+            *QUICK,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: concept word 'dragon'")
+    assert "Traceback" not in proc.stderr
+
+
+def test_train_py_exports_a_lora_that_diffusers_reloads(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADVANCHOR_CACHE", str(tmp_path / "cache"))
+    out = main(
+        [
+            "--config",
+            str(TOY),
+            "--trainer.logger=false",
+            f"--output_dir={tmp_path}",
+            "--run_name=r",
+            "--export.kohya=true",
+            *QUICK,
+        ]
+    )
+    assert out == tmp_path / "r"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 2
+    for key in ("alignment", "preservation", "anchor_loss", "delta_norm", "inner_steps"):
+        assert key in metrics["final"]
+    for when in ("before", "after"):
+        assert 0.0 <= metrics[when]["circle"]["erased_accuracy"] <= 1.0
+    assert "concepts:" in (out / "config.yaml").read_text()
+    assert (out / "grid_before.png").is_file() and (out / "grid_after.png").is_file()
+
+    base = StableDiffusionPipeline.from_pretrained(pipeline_path())
+    edited = StableDiffusionPipeline.from_pretrained(pipeline_path())
+    edited.load_lora_weights(out / "lora")
+    kohya = StableDiffusionPipeline.from_pretrained(pipeline_path())
+    kohya.load_lora_weights(out / "kohya_lora.safetensors")
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.randn(1, 4, 16, 16, generator=g), torch.tensor([500])
+    ids = base.tokenizer(["a circle"], padding="max_length", max_length=16, return_tensors="pt").input_ids
+    cond = base.text_encoder(ids)[0]
+    with torch.no_grad():
+        outs = [p.unet(x, t, cond).sample for p in (base, edited, kohya)]
+    assert not torch.allclose(outs[0], outs[1], atol=1e-6), "two steps of training left the UNet unchanged"
+    assert torch.allclose(outs[1], outs[2], atol=1e-5)
+
+
+def test_wandb_offline_run_logs_the_expected_keys(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADVANCHOR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    main(
+        [
+            "--config",
+            str(TOY),
+            f"--output_dir={tmp_path}",
+            "--run_name=w",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            *QUICK,
+        ]
+    )
+    import wandb
+
+    wandb.finish()
+    runs = list(tmp_path.rglob("offline-run-*"))
+    assert runs, "no offline run directory"
+    summary = json.loads(next(runs[0].rglob("wandb-summary.json")).read_text())
+    for key in (
+        "train/alignment",
+        "train/preservation",
+        "train/anchor_loss",
+        "train/delta_norm",
+        "train/inner_steps",
+        "after/circle/erased_accuracy",
+        "final/train_time_s",
+    ):
+        assert key in summary, key
+    assert list(runs[0].rglob("*.png")), "no image grid logged"
+    config = next(runs[0].rglob("config.yaml")).read_text()
+    assert "concepts" in config
+
+
+def test_python_api_erases_and_saves(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADVANCHOR_CACHE", str(tmp_path / "cache"))
+    from advanchor.data import ConceptData, GenerationOptions
+    from advanchor.module import PromptOptions
+
+    result = advanchor.erase(
+        "toy",
+        "star",
+        trainable="attn2-kv",
+        lr=1e-3,
+        prompts=PromptOptions(erase="a {concept}", anchor="a {concept}", neutral="", attribute="a {attribute}"),
+        data=ConceptData(generation=GenerationOptions(images_per_concept=2, steps=5, guidance_scale=4.0)),
+        trainer={"max_steps": 2, "enable_progress_bar": False},
+        eval_seeds=1,
+    )
+    assert result.metrics["steps"] == 2 and "star" in result.metrics["after"]
+    out = result.save(tmp_path / "api")
+    assert (out / "unet_delta.safetensors").is_file() and (out / "metrics.json").is_file()
+    from advanchor.export import load_unet_delta
+
+    reloaded = load_unet_delta(StableDiffusionPipeline.from_pretrained(pipeline_path()), out / "unet_delta.safetensors")
+    for name, p in result.module.trained.items():
+        assert torch.allclose(dict(reloaded.unet.named_parameters())[name], p, atol=1e-6)

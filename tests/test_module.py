@@ -1,0 +1,131 @@
+"""The frozen view, the Unlearner on tiny random components, and config parsing."""
+
+import copy
+import sys
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny import tiny_pipeline  # noqa: E402
+
+from advanchor.anchors import AnchorOptions  # noqa: E402
+from advanchor.data import ConceptData, GenerationOptions  # noqa: E402
+from advanchor.models import FrozenView, LoraOptions, add_lora, trainable_parameters  # noqa: E402
+from advanchor.module import PromptOptions, Unlearner  # noqa: E402
+
+TOY_PROMPTS = PromptOptions(erase="a {concept}", anchor="a {concept}", neutral="", attribute="a {attribute}")
+
+
+def unet_out(unet, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 4, 8, 8, generator=g)
+    cond = torch.randn(2, 16, 16, generator=g)
+    with torch.no_grad():
+        return unet(x, torch.tensor([10, 500]), cond).sample
+
+
+@pytest.mark.parametrize("trainable", ["attn2", "attn2-kv", "non-attn2", "all"])
+def test_frozen_view_equals_a_real_frozen_copy(trainable):
+    unet = tiny_pipeline().unet
+    reference = copy.deepcopy(unet)
+    params = trainable_parameters(unet, trainable)
+    view = FrozenView(unet, params, lora=False)
+    with torch.no_grad():
+        for p in params.values():
+            p.add_(0.05 * torch.randn_like(p))
+    edited = unet_out(unet)
+    assert not torch.allclose(edited, unet_out(reference))
+    with view():
+        assert torch.equal(unet_out(unet), unet_out(reference))
+    assert torch.equal(unet_out(unet), edited), "trained values must come back after the frozen pass"
+
+
+def test_trainable_sets_partition_the_unet():
+    unet = tiny_pipeline().unet
+    names = lambda s: set(trainable_parameters(unet, s))  # noqa: E731
+    assert names("attn2") | names("non-attn2") == names("all")
+    assert not names("attn2") & names("non-attn2")
+    assert names("attn2-kv") < names("attn2")
+    assert all(".attn2.to_k." in n or ".attn2.to_v." in n for n in names("attn2-kv"))
+    with pytest.raises(ValueError, match="unknown trainable set 'attn3'"):
+        trainable_parameters(unet, "attn3")
+
+
+def test_lora_frozen_view_is_the_base_model():
+    unet = tiny_pipeline().unet
+    base = unet_out(unet)
+    params = add_lora(unet, LoraOptions(rank=2, alpha=6.0))
+    with torch.no_grad():
+        for p in params.values():
+            p.add_(0.1 * torch.randn_like(p))  # B starts at zero; make the adapter matter
+    assert not torch.allclose(unet_out(unet), base)
+    with FrozenView(unet, params, lora=True)():
+        assert torch.allclose(unet_out(unet), base, atol=1e-6)
+    with pytest.raises(ValueError, match="matched no UNet module"):
+        add_lora(tiny_pipeline().unet, LoraOptions(target_modules=r".*nothing_here"))
+
+
+def tiny_run(tmp_path, strategy="interleaved", trainable="attn2", steps=2, **kw):
+    pl.seed_everything(0, verbose=False)
+    pipe = tiny_pipeline()
+    module = Unlearner(
+        concepts=["circle"],
+        trainable=trainable,
+        prompts=TOY_PROMPTS,
+        lr=1e-3,
+        anchor=AnchorOptions(strategy=strategy, lr=1e-2, max_inner_steps=3),
+        **kw,
+    ).attach(pipe)
+    data = ConceptData(
+        generation=GenerationOptions(images_per_concept=2, steps=2, guidance_scale=2.0),
+        cache_dir=str(tmp_path / "cache"),
+    )
+    trainer = pl.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        accelerator="cpu",
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    before = {n: p.detach().clone() for n, p in module.trained.items()}
+    delta0 = module.deltas[0].detach().clone()
+    trainer.fit(module, datamodule=data)
+    return module, before, delta0, trainer
+
+
+@pytest.mark.parametrize("strategy", ["interleaved", "sequential", "cyclical"])
+def test_two_step_trainer_run_on_tiny_components(tmp_path, strategy):
+    module, before, delta0, trainer = tiny_run(tmp_path, strategy)
+    assert trainer.global_step == 2
+    changed = [n for n, p in module.trained.items() if not torch.equal(p.detach(), before[n])]
+    assert changed, "no trained parameter moved"
+    assert all(".attn2." in n for n in module.trained)
+    assert not torch.equal(module.deltas[0].detach(), delta0), "the anchor never moved"
+    for key in ("train/alignment", "train/preservation", "train/anchor_loss", "train/delta_norm", "train/inner_steps"):
+        assert key in trainer.callback_metrics
+    assert len(list((tmp_path / "cache").rglob("*.png"))) == 2
+
+
+def test_concept_images_are_cached(tmp_path):
+    tiny_run(tmp_path, steps=1)
+    files = sorted((tmp_path / "cache").rglob("*.png"))
+    stamps = [f.stat().st_mtime_ns for f in files]
+    tiny_run(tmp_path, steps=1)
+    assert [f.stat().st_mtime_ns for f in sorted((tmp_path / "cache").rglob("*.png"))] == stamps
+
+
+def test_lora_run_trains_only_the_adapter(tmp_path):
+    module, before, _, _ = tiny_run(tmp_path, trainable="lora", lora=LoraOptions(rank=2, alpha=4.0))
+    assert all("lora_" in n for n in module.trained)
+    assert any(not torch.equal(p.detach(), before[n]) for n, p in module.trained.items())
+
+
+def test_bad_concepts_are_clear_errors():
+    with pytest.raises(ValueError, match="not in the tokenizer's vocabulary"):
+        Unlearner(concepts=["dragon"], prompts=TOY_PROMPTS).attach(tiny_pipeline())
+    with pytest.raises(ValueError, match="not among concepts"):
+        Unlearner(concepts=["circle"], attributes={"star": {"red": 0.5}})
