@@ -91,10 +91,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ASSETS, help="output directory (default: the package's assets)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--images", type=int, default=30000, help="renders for the VAE and the denoiser")
-    parser.add_argument("--vae-steps", type=int, default=1000)
-    parser.add_argument("--unet-steps", type=int, default=5000)
-    parser.add_argument("--classifier-steps", type=int, default=600)
-    parser.add_argument("--classifier-pool", type=int, default=8000, help="renders the classifier trains on")
+    parser.add_argument("--vae-steps", type=int, default=1200)
+    parser.add_argument("--unet-steps", type=int, default=6500)
+    parser.add_argument("--classifier-steps", type=int, default=800)
+    parser.add_argument("--classifier-pool", type=int, default=12000, help="renders the classifier trains on")
     args = parser.parse_args(argv)
     report = build(
         args.out, args.seed, args.images, args.vae_steps, args.unet_steps, args.classifier_steps, args.classifier_pool
