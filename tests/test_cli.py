@@ -107,6 +107,7 @@ def test_wandb_offline_run_logs_the_expected_keys(tmp_path, monkeypatch):
             str(TOY),
             f"--output_dir={tmp_path}",
             "--run_name=w",
+            "--trainer.log_every_n_steps=1",
             f"--trainer.logger.init_args.save_dir={tmp_path}",
             *QUICK,
         ]
@@ -116,7 +117,8 @@ def test_wandb_offline_run_logs_the_expected_keys(tmp_path, monkeypatch):
     wandb.finish()
     runs = list(tmp_path.rglob("offline-run-*"))
     assert runs, "no offline run directory"
-    summary = json.loads(next(runs[0].rglob("wandb-summary.json")).read_text())
+    # Offline runs keep everything in one record file; metric names and config keys appear verbatim.
+    records = next(runs[0].glob("run-*.wandb")).read_bytes()
     for key in (
         "train/alignment",
         "train/preservation",
@@ -125,11 +127,10 @@ def test_wandb_offline_run_logs_the_expected_keys(tmp_path, monkeypatch):
         "train/inner_steps",
         "after/circle/erased_accuracy",
         "final/train_time_s",
+        "seed_everything",
     ):
-        assert key in summary, key
+        assert key.encode() in records, key
     assert list(runs[0].rglob("*.png")), "no image grid logged"
-    config = next(runs[0].rglob("config.yaml")).read_text()
-    assert "concepts" in config
 
 
 def test_python_api_erases_and_saves(tmp_path, monkeypatch):

@@ -33,7 +33,7 @@ def train_classifier(
     targets = labels(scenes)
     model = ToyClassifier().train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=max(0.1, 2 / steps))
     gen = torch.Generator().manual_seed(seed)
     bar = tqdm(range(steps), desc="classifier", mininterval=5)
     for _ in bar:

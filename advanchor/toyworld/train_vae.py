@@ -22,7 +22,7 @@ def train_vae(images: np.ndarray, steps: int, batch_size: int = 32, lr: float = 
     vae = build_vae().train()
     data = to_model_range(images)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=max(0.05, 2 / steps))
     gen = torch.Generator().manual_seed(seed)
     bar = tqdm(range(steps), desc="vae", mininterval=5)
     for _ in bar:
