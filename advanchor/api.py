@@ -73,8 +73,9 @@ def _grid_prompts(module: Unlearner) -> list[str]:
 
 
 def _grid(module: Unlearner, guidance_scale: float, steps: int):
-    images = generate(module.pipe, _grid_prompts(module), list(GRID_SEEDS), guidance_scale, steps, desc="grid")
-    return image_grid(images, rows=len(_grid_prompts(module)))
+    prompts = _grid_prompts(module)
+    images = generate(module.pipe, prompts, list(GRID_SEEDS), guidance_scale, steps, desc="grid")
+    return image_grid(images, rows=len(prompts))
 
 
 def _toy_metrics(module: Unlearner, seeds: int) -> dict:
