@@ -31,7 +31,7 @@ def build(
     vae_steps: int,
     unet_steps: int,
     classifier_steps: int,
-    classifier_pool: int = 12000,
+    classifier_pool: int = 8000,
 ) -> dict:
     times = {}
     start = time.time()
@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=30000, help="renders for the VAE and the denoiser")
     parser.add_argument("--vae-steps", type=int, default=1200)
     parser.add_argument("--unet-steps", type=int, default=6500)
-    parser.add_argument("--classifier-steps", type=int, default=800)
-    parser.add_argument("--classifier-pool", type=int, default=12000, help="renders the classifier trains on")
+    parser.add_argument("--classifier-steps", type=int, default=500)
+    parser.add_argument("--classifier-pool", type=int, default=8000, help="renders the classifier trains on")
     args = parser.parse_args(argv)
     report = build(
         args.out, args.seed, args.images, args.vae_steps, args.unet_steps, args.classifier_steps, args.classifier_pool
