@@ -14,8 +14,9 @@ from pytorch_lightning.loggers import WandbLogger
 from . import export
 from .data import ConceptData
 from .evaluate.generate import generate
+from .evaluate.run import EvalOptions, evaluate_pipeline, is_toy_path
 from .logging import image_grid
-from .models import ADAPTER, resolve_path
+from .models import ADAPTER
 from .module import Unlearner
 
 METHODS = ("advanchor",)
@@ -57,15 +58,9 @@ class ErasureResult:
         return out
 
 
-def is_toy(module: Unlearner) -> bool:
-    from .toyworld import pipeline_path
-
-    return Path(resolve_path(module.pretrained)).resolve() == Path(pipeline_path()).resolve()
-
-
 def _grid_prompts(module: Unlearner) -> list[str]:
     prompts = [module.erase_prompt(c) for c in module.concepts]
-    if is_toy(module):
+    if is_toy_path(module.pretrained):
         from .toyworld.vocab import SHAPES
 
         prompts += [f"a {s}" for s in SHAPES if s not in module.concepts]
@@ -78,28 +73,34 @@ def _grid(module: Unlearner, guidance_scale: float, steps: int):
     return image_grid(images, rows=len(prompts))
 
 
-def _toy_metrics(module: Unlearner, seeds: int) -> dict:
-    from .evaluate.toy import erasure_metrics
-    from .toyworld import load_classifier
+def _evaluate(module: Unlearner, options: EvalOptions, edited: bool) -> dict:
+    """Per concept: the evaluation report (toy model, or a real one with a prompt CSV); empty otherwise.
 
-    classifier = load_classifier()
-    return {c: erasure_metrics(module.pipe, classifier, c, seeds=seeds) for c in module.concepts}
+    Before training the pipeline is the original: only the toy model is measured, without fidelity or attacks."""
+    toy = is_toy_path(module.pretrained)
+    if not (toy or edited):
+        return {}
+    original = module.frozen if edited else None
+    reports = {c: evaluate_pipeline(module.pipe, original, c, options, toy) for c in module.concepts}
+    return {c: r for c, r in reports.items() if r is not None}
 
 
 def fit(
     module: Unlearner,
     datamodule: ConceptData,
     trainer: pl.Trainer,
-    eval_seeds: int = 4,
+    evaluation: EvalOptions | None = None,
     grid_steps: int = 25,
     grid_guidance: float | None = None,
     config: dict | None = None,
 ) -> ErasureResult:
-    """Train, then measure: losses, wall time and, on the toy model, erasure before and after.
+    """Train, then measure: losses, wall time and the evaluation (`evaluation`; the toy model always,
+    before and after; a real model after training when `evaluation.prompts` names a prompt CSV).
 
     `config` (the resolved run configuration) goes to every logger as hyperparameters.
     """
-    toy = is_toy(module)
+    toy = is_toy_path(module.pretrained)
+    evaluation = (evaluation or EvalOptions()).check()
     for logger in trainer.loggers:
         logger.log_hyperparams(config or {"concepts": module.concepts, "trainable": module.trainable})
     guidance = grid_guidance if grid_guidance is not None else (4.0 if toy else 7.5)
@@ -107,8 +108,7 @@ def fit(
     metrics: dict = {"concepts": module.concepts, "trainable": module.trainable, "strategy": module.anchor.strategy}
     grids = {}
     with module.frozen():
-        if toy:
-            metrics["before"] = _toy_metrics(module, eval_seeds)
+        metrics["before"] = _evaluate(module, evaluation, edited=False)
         grids["grid_before"] = _grid(module, guidance, grid_steps)
     start = time.time()
     trainer.fit(module, datamodule=datamodule)
@@ -117,11 +117,18 @@ def fit(
     metrics["final"] = {k.removeprefix("train/"): float(v) for k, v in trainer.callback_metrics.items()}
     metrics["delta_norms"] = [float(d.detach().norm()) for d in module.deltas]
     module.unet.eval()
-    if toy:
-        metrics["after"] = _toy_metrics(module, eval_seeds)
+    metrics["after"] = _evaluate(module, evaluation, edited=True)
     grids["grid_after"] = _grid(module, guidance, grid_steps)
     _log_summary(trainer, metrics, grids)
     return ErasureResult(metrics=metrics, pipeline=module.pipe, module=module, grids=grids)
+
+
+def evaluation_table(metrics: dict) -> tuple[list[str], list[list]]:
+    """The evaluation as one row per (when, concept): columns and rows of every scalar metric."""
+    reports = [(when, c, r) for when in ("before", "after") for c, r in metrics.get(when, {}).items()]
+    keys = sorted({k for _, _, r in reports for k, v in r.items() if isinstance(v, float)})
+    rows = [[when, concept, *(report.get(k) for k in keys)] for when, concept, report in reports]
+    return ["when", "concept", *keys], rows
 
 
 def _log_summary(trainer: pl.Trainer, metrics: dict, grids: dict) -> None:
@@ -129,10 +136,13 @@ def _log_summary(trainer: pl.Trainer, metrics: dict, grids: dict) -> None:
     for when in ("before", "after"):
         for concept, report in metrics.get(when, {}).items():
             flat.update({f"{when}/{concept}/{k}": v for k, v in report.items() if isinstance(v, float)})
+    columns, rows = evaluation_table(metrics)
     for logger in trainer.loggers:
         logger.log_metrics(flat, step=trainer.global_step)
         if isinstance(logger, WandbLogger):
             logger.log_image("grids", list(grids.values()), caption=list(grids), step=trainer.global_step)
+            if rows:
+                logger.log_table("evaluation", columns=columns, data=rows, step=trainer.global_step)
             logger.experiment.summary.update(flat)
 
 
@@ -143,7 +153,7 @@ def erase(
     *,
     data: ConceptData | None = None,
     trainer: pl.Trainer | dict | None = None,
-    eval_seeds: int = 4,
+    evaluation: EvalOptions | None = None,
     seed: int = 0,
     **options,
 ) -> ErasureResult:
@@ -164,4 +174,4 @@ def erase(
     if not isinstance(trainer, pl.Trainer):
         settings = {"max_steps": 50, "logger": False, "enable_checkpointing": False, **(trainer or {})}
         trainer = pl.Trainer(**settings)
-    return fit(module, data or ConceptData(), trainer, eval_seeds=eval_seeds)
+    return fit(module, data or ConceptData(), trainer, evaluation=evaluation)

@@ -11,6 +11,8 @@ from pytorch_lightning.cli import LightningCLI
 
 from .api import ExportOptions, fit
 from .data import ConceptData
+from .evaluate.attack import AttackOptions
+from .evaluate.run import EvalOptions
 from .module import Unlearner
 
 
@@ -20,7 +22,7 @@ class AdvAnchorCLI(LightningCLI):
             "--run_name", type=str | None, default=None, help="outputs/<run_name>/ (default: concepts + time)"
         )
         parser.add_argument("--output_dir", type=str, default="outputs", help="parent folder of run folders")
-        parser.add_argument("--eval_seeds", type=int, default=4, help="seeds per prompt of the toy-model metrics")
+        parser.add_class_arguments(EvalOptions, "eval")
         parser.add_class_arguments(ExportOptions, "export")
 
 
@@ -48,7 +50,8 @@ def main(args: list[str] | None = None, default_config: str | Path | None = None
         config = cli.config
         config_yaml = cli.parser.dump(config, skip_none=False)
         out = Path(config.output_dir) / (config.run_name or run_name(cli.model.concepts))
-        result = fit(cli.model, cli.datamodule, cli.trainer, eval_seeds=config.eval_seeds, config=config.as_dict())
+        evaluation = EvalOptions(**{**vars(config.eval), "attack": AttackOptions(**vars(config.eval.attack))})
+        result = fit(cli.model, cli.datamodule, cli.trainer, evaluation=evaluation, config=config.as_dict())
     except (ValueError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
     result.save(out, config_yaml=config_yaml, options=ExportOptions(**vars(config.export)))

@@ -95,10 +95,16 @@ def encode_images(vae, files: list[Path], size: int, batch_size: int = 16) -> to
             np.asarray(Image.open(f).convert("RGB").resize((size, size), Image.BICUBIC))
             for f in files[i : i + batch_size]
         ]
-        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1  # (B,H,W,3)->(B,3,H,W)
-        x = x.to(vae.device, vae.dtype)
-        out.append(vae.encode(x).latent_dist.mean.float().cpu() * vae.config.scaling_factor)
+        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255  # (B,H,W,3)->(B,3,H,W)
+        out.append(encode_pixels(vae, x))
     return torch.cat(out)
+
+
+@torch.no_grad()
+def encode_pixels(vae, images: torch.Tensor) -> torch.Tensor:
+    """Scaled VAE latents (posterior means) of a (N, 3, H, W) batch in [0, 1]: (N, C, H/f, W/f)."""
+    x = (images * 2 - 1).to(vae.device, vae.dtype)
+    return vae.encode(x).latent_dist.mean.float().cpu() * vae.config.scaling_factor
 
 
 class ConceptData(pl.LightningDataModule):

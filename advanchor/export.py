@@ -173,7 +173,7 @@ def save_unet_delta(unet: torch.nn.Module, originals: Mapping[str, torch.Tensor]
     return path
 
 
-def _read_delta(path: Path) -> dict[str, torch.Tensor]:
+def read_delta(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a file written by `save_unet_delta`, after checking that it is one."""
     if not path.is_file():
         raise FileNotFoundError(f"no UNet delta at {path}; pass the file that save_unet_delta wrote")
@@ -203,7 +203,7 @@ def load_unet_delta(target: Target, path: str | os.PathLike) -> Target:
         raise TypeError(
             f"target is a {type(target).__name__}; pass a StableDiffusionPipeline or a UNet2DConditionModel"
         )
-    deltas = _read_delta(Path(path))
+    deltas = read_delta(Path(path))
     params = dict(unet.named_parameters())
     # Every check runs before the first write, so a bad file leaves the UNet untouched.
     _check_names(deltas, params, str(path))

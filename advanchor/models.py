@@ -49,11 +49,11 @@ def load_pipeline(path: str, dtype: str = "float32") -> StableDiffusionPipeline:
     local = Path(resolved)
     if local.exists() and not (local / "model_index.json").is_file():
         raise FileNotFoundError(
-            f"{resolved} is not a diffusers pipeline (no model_index.json); point model.path at one"
+            f"{resolved} is not a diffusers pipeline (no model_index.json); point model.pretrained (or --model) at one"
         )
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
-            resolved, torch_dtype=getattr(torch, dtype), safety_checker=None, requires_safety_checker=False
+            resolved, dtype=getattr(torch, dtype), safety_checker=None, requires_safety_checker=False
         )
     except (OSError, ValueError) as err:
         raise FileNotFoundError(

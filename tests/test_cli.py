@@ -18,7 +18,7 @@ TOY = ROOT / "configs" / "toy" / "advanchor.yaml"
 QUICK = [
     "--trainer.max_steps=2",
     "--data.generation.images_per_concept=2",
-    "--eval_seeds=1",
+    "--eval.seeds=1",
     "--trainer.enable_progress_bar=false",
 ]
 
@@ -126,16 +126,20 @@ def test_wandb_offline_run_logs_the_expected_keys(tmp_path, monkeypatch):
         "train/delta_norm",
         "train/inner_steps",
         "after/circle/erased_accuracy",
+        "after/circle/fidelity",
+        "after/circle/post_asr",
         "final/train_time_s",
         "seed_everything",
     ):
         assert key.encode() in records, key
     assert list(runs[0].rglob("*.png")), "no image grid logged"
+    assert list(runs[0].rglob("evaluation_*.table.json")), "no evaluation table logged"
 
 
 def test_python_api_erases_and_saves(tmp_path, monkeypatch):
     monkeypatch.setenv("ADVANCHOR_CACHE", str(tmp_path / "cache"))
     from advanchor.data import ConceptData, GenerationOptions
+    from advanchor.evaluate import EvalOptions
     from advanchor.module import PromptOptions
 
     result = advanchor.erase(
@@ -146,7 +150,7 @@ def test_python_api_erases_and_saves(tmp_path, monkeypatch):
         prompts=PromptOptions(erase="a {concept}", anchor="a {concept}", neutral="", attribute="a {attribute}"),
         data=ConceptData(generation=GenerationOptions(images_per_concept=2, steps=5, guidance_scale=4.0)),
         trainer={"max_steps": 2, "enable_progress_bar": False},
-        eval_seeds=1,
+        evaluation=EvalOptions(seeds=1),
     )
     assert result.metrics["steps"] == 2 and "star" in result.metrics["after"]
     out = result.save(tmp_path / "api")

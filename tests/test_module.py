@@ -15,6 +15,7 @@ from advanchor.anchors import AnchorOptions  # noqa: E402
 from advanchor.data import ConceptData, GenerationOptions  # noqa: E402
 from advanchor.models import FrozenView, LoraOptions, add_lora, trainable_parameters  # noqa: E402
 from advanchor.module import PromptOptions, Unlearner  # noqa: E402
+from advanchor.text import token_positions  # noqa: E402
 
 TOY_PROMPTS = PromptOptions(erase="a {concept}", anchor="a {concept}", neutral="", attribute="a {attribute}")
 
@@ -68,11 +69,11 @@ def test_lora_frozen_view_is_the_base_model():
         add_lora(tiny_pipeline().unet, LoraOptions(target_modules=r".*nothing_here"))
 
 
-def tiny_run(tmp_path, strategy="interleaved", trainable="attn2", steps=2, **kw):
+def tiny_run(tmp_path, strategy="interleaved", trainable="attn2", steps=2, concepts=("circle",), **kw):
     pl.seed_everything(0, verbose=False)
     pipe = tiny_pipeline()
     module = Unlearner(
-        concepts=["circle"],
+        concepts=list(concepts),
         trainable=trainable,
         prompts=TOY_PROMPTS,
         lr=1e-3,
@@ -92,9 +93,9 @@ def tiny_run(tmp_path, strategy="interleaved", trainable="attn2", steps=2, **kw)
         enable_model_summary=False,
     )
     before = {n: p.detach().clone() for n, p in module.trained.items()}
-    delta0 = module.deltas[0].detach().clone()
+    deltas0 = [d.detach().clone() for d in module.deltas]
     trainer.fit(module, datamodule=data)
-    return module, before, delta0, trainer
+    return module, before, deltas0[0] if len(deltas0) == 1 else deltas0, trainer
 
 
 @pytest.mark.parametrize("strategy", ["interleaved", "sequential", "cyclical"])
@@ -108,6 +109,21 @@ def test_two_step_trainer_run_on_tiny_components(tmp_path, strategy):
     for key in ("train/alignment", "train/preservation", "train/anchor_loss", "train/delta_norm", "train/inner_steps"):
         assert key in trainer.callback_metrics
     assert len(list((tmp_path / "cache").rglob("*.png"))) == 2
+
+
+def test_two_concepts_in_one_run_each_get_their_own_anchor(tmp_path):
+    module, before, deltas0, trainer = tiny_run(tmp_path, steps=4, concepts=("circle", "star"))
+    assert trainer.global_step == 4 and len(module.deltas) == 2
+    # Each concept's anchor moves only on its own images: one epoch of 2 + 2 images reaches both.
+    for delta, start in zip(module.deltas, deltas0):
+        assert not torch.equal(delta.detach(), start)
+    assert module.positions == [
+        token_positions(module.tokenizer, "a circle", "circle"),
+        token_positions(module.tokenizer, "a star", "star"),
+    ]
+    prompts = sorted(p.read_text() for p in (tmp_path / "cache").rglob("prompt.txt"))
+    assert prompts == ["a circle", "a star"]
+    assert len(list((tmp_path / "cache").rglob("*.png"))) == 4
 
 
 def test_concept_images_are_cached(tmp_path):

@@ -1,65 +1,83 @@
-"""Evaluate an edited toy model: `python -m advanchor.evaluate --lora DIR --concept circle`.
+"""Evaluate an edited model: `python -m advanchor.evaluate --lora DIR --concept circle [--attack soft]`.
 
 Loads the base pipeline, applies a LoRA directory (through diffusers' `load_lora_weights`) or a
-UNet delta, generates every probe prompt at fixed seeds and reads the images with the shipped
-classifier.
+UNet delta, and measures it at fixed seeds. On the shipped toy model every probe prompt is read by
+the shipped classifier; a real model is measured on an I2P-format prompt CSV (`--prompts`) with
+NudeNet (nudity) or ImageNet ResNet-50 (the paper's objects), LPIPS and FID from local weights.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from diffusers import StableDiffusionPipeline
-
-from ..export import load_unet_delta
-from ..models import resolve_path
-from ..toyworld import load_classifier
-from ..toyworld.quality import GUIDANCE_SCALE, STEPS
-from ..toyworld.vocab import concept_kind
-from .toy import erasure_metrics
-
-
-def load_edited(model: str, lora: str | None = None, unet_delta: str | None = None) -> StableDiffusionPipeline:
-    path = resolve_path(model)
-    if not Path(path, "model_index.json").is_file():
-        raise SystemExit(f"error: no diffusers pipeline at {path!r} (model_index.json missing); pass --model DIR")
-    pipe = StableDiffusionPipeline.from_pretrained(path, local_files_only=True)
-    if lora:
-        if not Path(lora).exists():
-            raise SystemExit(f"error: LoRA {lora!r} does not exist; pass the run's lora/ directory")
-        pipe.load_lora_weights(lora)
-    if unet_delta:
-        load_unet_delta(pipe, unet_delta)
-    return pipe
+from .attack import ATTACKS, AttackOptions
+from .run import JUDGES, EvalOptions, evaluate
 
 
 def format_report(report: dict) -> str:
     rows = [(k, v) for k, v in report.items() if isinstance(v, float)]
-    rows += [(f"  {k}", v) for k, v in report["per_concept"].items()]
-    return "\n".join(f"{k:<28} {v:.3f}" for k, v in rows)
+    rows += [(f"  {k}", v) for k, v in report.get("per_concept", {}).items()]
+    for group in ("nudenet", "nudenet_original"):
+        rows += [(f"{group}/{k}", float(v)) for k, v in report.get(group, {}).items()]
+    return "\n".join(f"{k:<36} {v:.3f}" for k, v in rows)
+
+
+def parser() -> argparse.ArgumentParser:
+    defaults, attack = EvalOptions(), AttackOptions()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="toy", help="base pipeline: 'toy', a diffusers directory or a cached hub id")
+    edit = p.add_mutually_exclusive_group()
+    edit.add_argument("--lora", default=None, help="LoRA directory written by train.py (outputs/<run>/lora)")
+    edit.add_argument("--unet-delta", default=None, help="unet_delta.safetensors written by train.py")
+    p.add_argument("--concept", required=True, help="the erased concept word")
+    p.add_argument("--seeds", type=int, default=8, help="toy model: seeds per prompt (default 8)")
+    p.add_argument("--attack", choices=ATTACKS, default="none", help="adversarial prompt search (default none)")
+    p.add_argument("--attack-tokens", type=int, default=attack.tokens, help="k prepended tokens")
+    p.add_argument("--attack-rounds", type=int, default=attack.rounds, help="rounds, each ends with a judgement")
+    p.add_argument("--attack-steps", type=int, default=attack.steps, help="soft: optimisation steps per round")
+    p.add_argument("--attack-seeds", type=int, default=attack.seeds, help="toy: attacked seeds per erased prompt")
+    p.add_argument("--prompts", default=None, help="real models: I2P-format CSV (prompt, evaluation_seed, case_number)")
+    p.add_argument("--judge", choices=JUDGES, default=defaults.judge, help="real models: concept judge")
+    p.add_argument("--resnet-weights", default=None, help="ResNet-50 weights file (default: torch hub cache)")
+    p.add_argument("--lpips", action="store_true", help="real models: LPIPS to the original images")
+    p.add_argument("--lpips-weights", default=None, help="AlexNet weights file (default: torch hub cache)")
+    p.add_argument("--fid", action="store_true", help="real models: FID to the original images")
+    p.add_argument("--fid-weights", default=None, help="pytorch-fid Inception weights file (default: torch hub cache)")
+    p.add_argument("--guidance-scale", type=float, default=None, help="default 4.0 (toy) or 7.5")
+    p.add_argument("--steps", type=int, default=None, help="DDIM steps, default 25 (toy) or 50")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", type=Path, default=None, help="write the report here")
+    return p
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="toy", help="base pipeline: 'toy' or a diffusers directory")
-    edit = parser.add_mutually_exclusive_group()
-    edit.add_argument("--lora", default=None, help="LoRA directory written by train.py (outputs/<run>/lora)")
-    edit.add_argument("--unet-delta", default=None, help="unet_delta.safetensors written by train.py")
-    parser.add_argument("--concept", required=True, help="the erased concept word")
-    parser.add_argument("--seeds", type=int, default=8, help="seeds per prompt (default 8)")
-    parser.add_argument("--guidance-scale", type=float, default=GUIDANCE_SCALE)
-    parser.add_argument("--steps", type=int, default=STEPS)
-    parser.add_argument("--json", type=Path, default=None, help="write the report here")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
+    options = EvalOptions(
+        seeds=args.seeds,
+        attack=AttackOptions(
+            method=args.attack,
+            tokens=args.attack_tokens,
+            rounds=args.attack_rounds,
+            steps=args.attack_steps,
+            seeds=args.attack_seeds,
+        ),
+        prompts=args.prompts,
+        judge=args.judge,
+        resnet_weights=args.resnet_weights,
+        lpips=args.lpips,
+        lpips_weights=args.lpips_weights,
+        fid=args.fid,
+        fid_weights=args.fid_weights,
+        guidance_scale=args.guidance_scale,
+        steps=args.steps,
+    )
     try:
-        concept_kind(args.concept)
-    except ValueError as err:
-        parser.error(str(err))
-    pipe = load_edited(args.model, args.lora, args.unet_delta)
-    report = erasure_metrics(pipe, load_classifier(), args.concept, args.seeds, args.guidance_scale, args.steps)
-    report["settings"].update({"model": args.model, "lora": args.lora, "unet_delta": args.unet_delta})
+        report = evaluate(args.model, args.concept, args.lora, args.unet_delta, options, args.device)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        sys.exit(f"error: {err}")
     print(format_report(report))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

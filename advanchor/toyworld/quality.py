@@ -71,18 +71,21 @@ def _mean(values: list[bool]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def classify_probes(
+def probe_images(
     pipe: StableDiffusionPipeline,
-    classifier: Classifier,
     items: list[Probe],
     seeds: int,
     guidance_scale: float = GUIDANCE_SCALE,
     steps: int = STEPS,
-) -> list[list[dict]]:
-    """The classifier's reading of each probe's images at seeds 0..seeds-1."""
-    images = generate(pipe, [p.prompt for p in items], list(range(seeds)), guidance_scale, steps, desc="generating")
+) -> torch.Tensor:
+    """Every probe's images at seeds 0..seeds-1, probe-major: (len(items) * seeds, 3, H, W)."""
+    return generate(pipe, [p.prompt for p in items], list(range(seeds)), guidance_scale, steps, desc="generating")
+
+
+def read_probes(classifier: Classifier, images: torch.Tensor, seeds: int) -> list[list[dict]]:
+    """The classifier's reading of `probe_images`, one list of `seeds` predictions per probe."""
     preds = classifier.predict(images)
-    return [preds[i * seeds : (i + 1) * seeds] for i in range(len(items))]
+    return [preds[i : i + seeds] for i in range(0, len(preds), seeds)]
 
 
 def hits(probe: Probe, preds: list[dict], attrs: tuple[str, ...] | None = None) -> list[bool]:
@@ -106,7 +109,7 @@ def measure(
     steps: int = STEPS,
 ) -> dict:
     items = probes()
-    readings = classify_probes(pipe, classifier, items, seeds, guidance_scale, steps)
+    readings = read_probes(classifier, probe_images(pipe, items, seeds, guidance_scale, steps), seeds)
     by_attr: dict[str, list[bool]] = {"shape": [], "color": [], "style": [], "paraphrase": []}
     for probe, preds in zip(items, readings):
         for attr in probe.expect:
