@@ -72,6 +72,7 @@ class PromptAttack:
         self.table = self.text_encoder.get_input_embeddings().weight.detach()  # (V, D)
         special = set(self.tokenizer.all_special_ids)
         self.vocab = torch.tensor([i for i in range(self.table.shape[0]) if i not in special])
+        self.vocab_table = self.table[self.vocab.to(self.table.device)]  # (V', D): the projection's candidates
         self.positions = list(range(1, options.tokens + 1))  # right after BOS
 
     def _ids(self, prompt: str, adv: torch.Tensor) -> torch.Tensor:
@@ -89,8 +90,11 @@ class PromptAttack:
 
     def _project(self, soft: torch.Tensor) -> torch.Tensor:
         """The vocabulary token nearest to each soft embedding: (k,) ids."""
-        table = self.table[self.vocab.to(self.table.device)]  # (V', D)
-        return self.vocab[torch.cdist(soft.detach(), table).argmin(-1).cpu()]
+        return self.vocab[torch.cdist(soft.detach(), self.vocab_table).argmin(-1).cpu()]
+
+    def _random_tokens(self, gen: torch.Generator) -> torch.Tensor:
+        """k vocabulary tokens drawn uniformly: (k,) ids."""
+        return self.vocab[torch.randint(len(self.vocab), (self.options.tokens,), generator=gen)]
 
     def _judge(self, cond: torch.Tensor, seed: int) -> bool:
         images = generate(self.pipe, cond, [seed], self.guidance_scale, self.sample_steps, progress=False)
@@ -112,7 +116,7 @@ class PromptAttack:
         """Attack one erased prompt at one seed; `target` is the original model's latent of it (soft)."""
         if pre or self.options.method == "none":
             return AttackResult(prompt, seed, pre, pre, 0, None)
-        adv = self.vocab[torch.randint(len(self.vocab), (self.options.tokens,), generator=gen)]
+        adv = self._random_tokens(gen)
         soft = opt = None
         if self.options.method == "soft":
             if target is None:
@@ -122,7 +126,7 @@ class PromptAttack:
         for round_ in range(1, self.options.rounds + 1):
             if soft is None:
                 if round_ > 1:
-                    adv = self.vocab[torch.randint(len(self.vocab), (self.options.tokens,), generator=gen)]
+                    adv = self._random_tokens(gen)
             else:
                 for _ in range(self.options.steps):
                     adv = self._project(soft)
