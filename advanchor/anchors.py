@@ -24,7 +24,10 @@ class AnchorOptions:
     lr: float = 1e-4  # `lr2` of the official scripts
     max_inner_steps: int = 30  # `w_iter_break`: delta steps per sample (interleaved/sequential) or passes (cyclical)
     init_scale: float = 1e-7
-    use_concept: bool = True  # `ori_flag`: the concept's own prompt is an attribute with weight 1
+    use_concept: bool = True  # `ori_flag`: the concept's erase prompt is an attribute with weight 1
+    # The official scripts make a new Adam for delta before each concept image (delta's value carries
+    # over, its optimiser state restarts); off keeps one Adam per anchor for the whole run.
+    reset_optimizer: bool = False
 
     def __post_init__(self) -> None:
         self.strategy = STRATEGY_ALIASES.get(self.strategy, self.strategy)
@@ -65,12 +68,14 @@ def optimise_delta(
     max_steps: int,
     accumulate: bool = False,
 ) -> InnerResult:
-    """Update `delta` until the anchor loss drops below 0 or `max_steps` updates were made.
+    """Update `delta` on one concept image until the anchor loss drops below 0 or `max_steps` updates were made.
 
     `evaluate()` returns (loss, eps_anchor) for the current delta. Gradients are taken with
-    `torch.autograd.grad` so that nothing leaks into the UNet's `.grad`. `accumulate` keeps the
-    official scripts' habit of never zeroing delta's gradient between steps.
+    `torch.autograd.grad` so that nothing leaks into the UNet's `.grad`. Delta's gradient starts from
+    zero on each image; `accumulate` keeps the official scripts' habit of never zeroing it between the
+    steps of that image's inner loop.
     """
+    delta.grad = None
     steps = 0
     while True:
         loss, eps = evaluate()
@@ -80,3 +85,15 @@ def optimise_delta(
         delta.grad = grad if (not accumulate or delta.grad is None) else delta.grad + grad
         optimizer.step()
         steps += 1
+
+
+def follow(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> torch.optim.Optimizer:
+    """Move `optimizer`'s state to `param`'s device and dtype, as Lightning does for the optimisers it owns.
+
+    `step` stays where it is: Adam keeps it on the CPU unless it is capturable.
+    """
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if key != "step" and torch.is_tensor(value):
+                state[key] = value.to(param)
+    return optimizer

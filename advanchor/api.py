@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from diffusers import StableDiffusionPipeline
 from pytorch_lightning.loggers import WandbLogger
 
@@ -117,6 +118,11 @@ def fit(
     metrics["final"] = {k.removeprefix("train/"): float(v) for k, v in trainer.callback_metrics.items()}
     metrics["delta_norms"] = [float(d.detach().norm()) for d in module.deltas]
     module.unet.eval()
+    # A Trainer precision such as 64-true converts the LightningModule (UNet, text encoder), not the VAE.
+    # nn.Module.to, not diffusers' ModelMixin.to: that one warns on every dtype cast, even when none of
+    # the model's modules has to stay in fp32, and the user can do nothing about it.
+    if module.pipe.vae.dtype != module.unet.dtype:
+        torch.nn.Module.to(module.pipe.vae, dtype=module.unet.dtype)
     metrics["after"] = _evaluate(module, evaluation, edited=True)
     grids["grid_after"] = _grid(module, guidance, grid_steps)
     _log_summary(trainer, metrics, grids)

@@ -12,10 +12,11 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+LATENTS = ("mean", "sample")
 
 
 def default_cache_dir() -> Path:
@@ -87,24 +88,52 @@ def folder_images(folder: str | Path) -> list[Path]:
 
 
 @torch.no_grad()
-def encode_images(vae, files: list[Path], size: int, batch_size: int = 16) -> torch.Tensor:
-    """Scaled VAE latents (posterior means) of image files: (N, C, size/f, size/f)."""
-    out = []
+def encode_images(vae, files: list[Path], size: int, batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scaled VAE posterior mean and standard deviation of image files: each (N, C, size/f, size/f)."""
+    means, stds = [], []
     for i in range(0, len(files), batch_size):
         arrays = [
             np.asarray(Image.open(f).convert("RGB").resize((size, size), Image.BICUBIC))
             for f in files[i : i + batch_size]
         ]
         x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255  # (B,H,W,3)->(B,3,H,W)
-        out.append(encode_pixels(vae, x))
-    return torch.cat(out)
+        mean, std = encode_posterior(vae, x)
+        means.append(mean)
+        stds.append(std)
+    return torch.cat(means), torch.cat(stds)
 
 
 @torch.no_grad()
+def encode_posterior(vae, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scaled VAE posterior mean and standard deviation of a (N, 3, H, W) batch in [0, 1]: each (N, C, H/f, W/f)."""
+    x = (images * 2 - 1).to(vae.device, vae.dtype)
+    posterior = vae.encode(x).latent_dist
+    scale = vae.config.scaling_factor
+    return posterior.mean.float().cpu() * scale, posterior.std.float().cpu() * scale
+
+
 def encode_pixels(vae, images: torch.Tensor) -> torch.Tensor:
     """Scaled VAE latents (posterior means) of a (N, 3, H, W) batch in [0, 1]: (N, C, H/f, W/f)."""
-    x = (images * 2 - 1).to(vae.device, vae.dtype)
-    return vae.encode(x).latent_dist.mean.float().cpu() * vae.config.scaling_factor
+    return encode_posterior(vae, images)[0]
+
+
+class ConceptLatents(Dataset):
+    """Latents `z_0` with their concept index: the VAE posterior's mean, or, when `seed` is given, a
+    new draw from the posterior at every access (the official scripts encode with `.sample()`)."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, labels: torch.Tensor, seed: int | None = None):
+        self.mean, self.std, self.labels = mean, std, labels
+        # Loaders read in the main process, so one generator gives the same draws on every run.
+        self.generator = None if seed is None else torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.mean[i]
+        if self.generator is not None:
+            z = z + self.std[i] * torch.randn(z.shape, generator=self.generator)
+        return z, self.labels[i]
 
 
 class ConceptData(pl.LightningDataModule):
@@ -121,13 +150,28 @@ class ConceptData(pl.LightningDataModule):
         cache_dir: str | None = None,
         batch_size: int = 1,
         shuffle_seed: int = 0,
+        latents: str = "mean",
+        latent_seed: int = 0,
     ):
+        """
+        Args:
+            generation: how concept images are generated when no folder is given.
+            image_dirs: concept word -> folder of its images, instead of generating them.
+            cache_dir: where generated images are kept (default ~/.cache/advanchor/concept_images).
+            batch_size: concept images per unlearning step.
+            shuffle_seed: seed of the order in which images are visited.
+            latents: "mean" of the VAE posterior, or a "sample" drawn from it at every use (the official scripts).
+            latent_seed: seed of those draws.
+        """
         super().__init__()
+        if latents not in LATENTS:
+            raise ValueError(f"unknown data.latents {latents!r}; use one of: {', '.join(LATENTS)}")
         self.generation = generation or GenerationOptions()
         self.image_dirs = image_dirs or {}
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.batch_size, self.shuffle_seed = batch_size, shuffle_seed
-        self.dataset: TensorDataset | None = None
+        self.latents, self.latent_seed = latents, latent_seed
+        self.dataset: ConceptLatents | None = None
 
     def _files(self) -> dict[int, list[Path]]:
         module = self.trainer.lightning_module
@@ -154,11 +198,14 @@ class ConceptData(pl.LightningDataModule):
             raise ValueError(f"data.image_dirs names {sorted(unknown)}, which are not among model.concepts")
         module = self.trainer.lightning_module
         size = module.pipe.unet.config.sample_size * module.pipe.vae_scale_factor
-        latents, labels = [], []
+        means, stds, labels = [], [], []
         for index, files in self._files().items():
-            latents.append(encode_images(module.pipe.vae, files, size))
+            mean, std = encode_images(module.pipe.vae, files, size)
+            means.append(mean)
+            stds.append(std)
             labels.append(torch.full((len(files),), index))
-        self.dataset = TensorDataset(torch.cat(latents), torch.cat(labels))
+        seed = self.latent_seed if self.latents == "sample" else None
+        self.dataset = ConceptLatents(torch.cat(means), torch.cat(stds), torch.cat(labels), seed)
 
     def train_dataloader(self) -> DataLoader:
         gen = torch.Generator().manual_seed(self.shuffle_seed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,16 +23,6 @@ class LoraOptions:
     alpha: float = 4.0
     target_modules: str = r".*attn2\.(to_q|to_k|to_v|to_out\.0)"
     dropout: float = 0.0
-
-
-@dataclass
-class ModelOptions:
-    """Which model to edit and which of its parameters train."""
-
-    path: str = "toy"  # "toy" = the shipped toy model; else a hub id or a local diffusers directory
-    trainable: str = "attn2"  # one of TRAINABLE_SETS
-    lora: LoraOptions = field(default_factory=LoraOptions)
-    dtype: str = "float32"  # weights of the frozen parts; training precision comes from the Trainer
 
 
 def resolve_path(path: str) -> str:
@@ -120,7 +110,21 @@ class FrozenView:
 
     def __init__(self, unet: UNet2DConditionModel, trained: dict[str, torch.nn.Parameter], lora: bool):
         self.unet, self.trained, self.lora = unet, trained, lora
-        self.originals = {} if lora else {n: p.detach().clone() for n, p in trained.items()}
+        self._originals = {} if lora else {n: p.detach().clone() for n, p in trained.items()}
+
+    @property
+    def originals(self) -> dict[str, torch.Tensor]:
+        """The trained parameters' original values, on each parameter's current device and dtype.
+
+        The pipeline or the LightningModule may move after the view was made (to the GPU, to float64), so
+        the copies follow their parameters on use. They move in place, as the parameters do: a round trip
+        through a lower precision leaves both at that precision's values.
+        """
+        for n, p in self.trained.items():
+            original = self._originals.get(n)
+            if original is not None and (original.device != p.device or original.dtype != p.dtype):
+                self._originals[n] = original.to(device=p.device, dtype=p.dtype)
+        return self._originals
 
     @contextmanager
     def __call__(self) -> Iterator[None]:
@@ -131,9 +135,10 @@ class FrozenView:
             finally:
                 self.unet.enable_adapters()
             return
+        originals = self.originals
         live = {n: p.data for n, p in self.trained.items()}
         for n, p in self.trained.items():
-            p.data = self.originals[n]
+            p.data = originals[n]
         try:
             yield
         finally:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .anchors import AnchorOptions, InnerResult, anchor_loss, optimise_delta
+from .anchors import AnchorOptions, InnerResult, anchor_loss, follow, optimise_delta
 from .losses import unlearning_loss
 from .models import TRAINABLE_SETS, FrozenView, LoraOptions, add_lora, load_pipeline, trainable_parameters
 from .text import encode, perturbed_embeddings, token_positions, tokenize, word_ids
@@ -27,7 +27,7 @@ class PromptOptions:
 
 @dataclass
 class _ConceptText:
-    """Constant text inputs of one concept, on the module's device."""
+    """Constant text inputs of one concept, on the UNet's device and in its dtype."""
 
     erase: torch.Tensor  # (1, L, D)
     neutral: torch.Tensor  # (1, L, D)
@@ -133,25 +133,32 @@ class Unlearner(pl.LightningModule):
         return self.prompts.anchor.format(concept=concept)
 
     def attribute_prompts(self, concept: str) -> tuple[list[str], list[float]]:
-        """c_k and w_k: the concept itself first (w_0 = 1, when used), then its attributes."""
-        words = ([concept] if self.anchor.use_concept else []) + list(self.attributes.get(concept, {}))
-        weights = ([1.0] if self.anchor.use_concept else []) + list(self.attributes.get(concept, {}).values())
-        return [self.prompts.attribute.format(attribute=w) for w in words], weights
+        """c_k and w_k: with `use_concept`, the erase prompt c_e first (w_0 = 1, the official `ori_flag`
+        term), then the attribute prompts."""
+        attributes = self.attributes.get(concept, {})
+        prompts = [self.prompts.attribute.format(attribute=w) for w in attributes]
+        weights = list(attributes.values())
+        if self.anchor.use_concept:
+            return [self.erase_prompt(concept), *prompts], [1.0, *weights]
+        return prompts, weights
 
     @torch.no_grad()
     def _concept_text(self, index: int) -> _ConceptText:
+        """Encoded once, and again whenever the UNet has moved to another device or dtype since."""
+        device, dtype = self.unet.device, self.unet.dtype
         cached = self._text.get(index)
-        if cached is not None and cached.erase.device == self.device:
+        if cached is not None and cached.erase.device == device and cached.erase.dtype == dtype:
             return cached
         concept = self.concepts[index]
         prompts, weights = self.attribute_prompts(concept)
         emb = encode(self.text_encoder, self.tokenizer, [self.erase_prompt(concept), self.prompts.neutral, *prompts])
+        emb = emb.to(device, dtype)
         self._text[index] = _ConceptText(
             erase=emb[:1],
             neutral=emb[1:2],
             attrs=emb[2:],
-            weights=torch.tensor(weights, device=self.device),
-            anchor_ids=tokenize(self.tokenizer, [self.anchor_prompt(concept)], self.device),
+            weights=torch.tensor(weights, device=device, dtype=dtype),
+            anchor_ids=tokenize(self.tokenizer, [self.anchor_prompt(concept)], self.text_encoder.device),
         )
         return self._text[index]
 
@@ -159,7 +166,7 @@ class Unlearner(pl.LightningModule):
         """E(c_a; delta) for concept `index`, differentiable in its delta: (1, L, D)."""
         ids = self._concept_text(index).anchor_ids
         with perturbed_embeddings(self.text_encoder, self.deltas[index], self.positions[index]):
-            return self.text_encoder(ids)[0]
+            return self.text_encoder(ids)[0].to(self.unet.dtype)
 
     # --- one unlearning step ----------------------------------------------------------------------
 
@@ -168,7 +175,7 @@ class Unlearner(pl.LightningModule):
         total = self.noise_scheduler.config.num_train_timesteps
         i = int(torch.randint(self.ddim_steps, ()))
         lo, hi = total * i // self.ddim_steps, max(total * (i + 1) // self.ddim_steps, total * i // self.ddim_steps + 1)
-        return torch.randint(lo, hi, (1,), device=self.device)
+        return torch.randint(lo, hi, (1,), device=self.unet.device)
 
     def _frozen_references(
         self, zt: torch.Tensor, t: torch.Tensor, text: _ConceptText
@@ -180,18 +187,23 @@ class Unlearner(pl.LightningModule):
             ref = self.unet(zt.expand(n, -1, -1, -1), t.expand(n), conds).sample  # (1 + K, C, h, w)
         return ref[:1], ref[1:].unsqueeze(1)  # (1, C, h, w), (K, 1, C, h, w)
 
-    def _anchor_closure(
-        self, index: int, zt: torch.Tensor, t: torch.Tensor, eps0: torch.Tensor, eps_attrs: torch.Tensor
-    ):
+    def _optimise_anchor(
+        self, index: int, zt: torch.Tensor, t: torch.Tensor, eps0: torch.Tensor, eps_attrs: torch.Tensor, steps: int
+    ) -> InnerResult:
+        """Up to `steps` delta updates on one concept image, then eps*(z_t, E(c_a; delta)) for the final delta."""
         text = self._concept_text(index)
 
         def evaluate() -> tuple[torch.Tensor, torch.Tensor]:
-            with self.frozen():
-                eps_anchor = self.unet(zt, t, self.anchor_embedding(index)).sample
+            eps_anchor = self.unet(zt, t, self.anchor_embedding(index)).sample
             loss = anchor_loss(self.anchor.loss, eps_anchor, eps_attrs, eps0, text.weights, self.anchor.use_concept)
             return loss, eps_anchor
 
-        return evaluate
+        # The backward passes run inside the frozen view too: autograd reads the weights when it
+        # differentiates, and outside the view they are the trained values, not the originals.
+        with self.frozen(), torch.set_grad_enabled(steps > 0):
+            return optimise_delta(
+                self.deltas[index], self._delta_optimizer(index), evaluate, steps, self.paper_grad_accumulation
+            )
 
     def _noised(self, z0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t = self._sample_timestep()
@@ -200,25 +212,14 @@ class Unlearner(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         latents, labels = batch
         opt_unet = self.optimizers()
-        opt_deltas = self.delta_optimizers()
         logs = {"alignment": 0.0, "preservation": 0.0, "anchor_loss": 0.0, "inner_steps": 0.0}
         for z0, label in zip(latents, labels.tolist()):
-            zt, t = self._noised(z0.unsqueeze(0).to(self.dtype))  # (1, C, h, w)
+            zt, t = self._noised(z0.unsqueeze(0).to(self.unet.device, self.unet.dtype))  # (1, C, h, w)
             text = self._concept_text(label)
             eps0, eps_attrs = self._frozen_references(zt, t, text)
-            evaluate = self._anchor_closure(label, zt, t, eps0, eps_attrs)
-            if self.anchor.strategy == "interleaved":
-                inner = optimise_delta(
-                    self.deltas[label],
-                    opt_deltas[label],
-                    evaluate,
-                    self.anchor.max_inner_steps,
-                    self.paper_grad_accumulation,
-                )
-            else:
-                with torch.no_grad():
-                    loss, eps = evaluate()
-                inner = InnerResult(0, loss.item(), eps)
+            # The sequential and cyclical strategies found delta before training: here it is only read.
+            steps = self.anchor.max_inner_steps if self.anchor.strategy == "interleaved" else 0
+            inner = self._optimise_anchor(label, zt, t, eps0, eps_attrs, steps)
             pred = self.unet(zt.expand(2, -1, -1, -1), t.expand(2), torch.cat([text.erase, text.neutral])).sample
             loss, align, keep = unlearning_loss(pred[:1], inner.eps_anchor, pred[1:], eps0, self.preservation_weight)
             self.manual_backward(loss / len(latents))
@@ -238,22 +239,24 @@ class Unlearner(pl.LightningModule):
         passes, steps = (1, self.anchor.max_inner_steps)
         if self.anchor.strategy == "cyclical":
             passes, steps = self.anchor.max_inner_steps, 1
-        opt_deltas = self.delta_optimizers()
         loader = self.trainer.datamodule.anchor_dataloader()
         for _ in tqdm(range(passes), desc=f"{self.anchor.strategy} anchor passes", disable=passes == 1):
             for z0, label in tqdm(loader, desc="anchor", leave=False):
                 label = int(label)
-                zt, t = self._noised(z0.to(self.device, self.dtype))
+                zt, t = self._noised(z0.to(self.unet.device, self.unet.dtype))
                 eps0, eps_attrs = self._frozen_references(zt, t, self._concept_text(label))
-                evaluate = self._anchor_closure(label, zt, t, eps0, eps_attrs)
-                optimise_delta(self.deltas[label], opt_deltas[label], evaluate, steps, self.paper_grad_accumulation)
+                self._optimise_anchor(label, zt, t, eps0, eps_attrs, steps)
 
-    def delta_optimizers(self) -> list[torch.optim.Optimizer]:
-        """One Adam per anchor, kept across steps (delta is warm-started). They stay outside
-        Lightning, whose manual optimisation counts every optimizer step as a global step."""
+    def _delta_optimizer(self, index: int) -> torch.optim.Optimizer:
+        """Delta's Adam for the next concept image: a new one per image with `anchor.reset_optimizer` (the
+        official scripts), else one per anchor kept across the run (delta is warm-started either way).
+        They stay outside Lightning, whose manual optimisation counts every optimizer step as a global step."""
+        delta = self.deltas[index]
+        if self.anchor.reset_optimizer:
+            return torch.optim.Adam([delta], lr=self.anchor.lr)
         if self._delta_opts is None:
             self._delta_opts = [torch.optim.Adam([d], lr=self.anchor.lr) for d in self.deltas]
-        return self._delta_opts
+        return follow(self._delta_opts[index], delta)
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.trained.values(), lr=self.lr)

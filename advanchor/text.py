@@ -62,7 +62,7 @@ def perturbed_embeddings(
         # output: (B, L, D); only the chosen rows and positions change
         sel = slice(None) if rows is None else rows
         added = torch.zeros_like(output)
-        added[sel, index] = delta.to(output.dtype)
+        added[sel, index] = delta.to(device=output.device, dtype=output.dtype)
         return output + added
 
     handle = text_encoder.get_input_embeddings().register_forward_hook(hook)

@@ -5,19 +5,14 @@ import sys
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny import tiny_pipeline  # noqa: E402
+from tiny import TOY_PROMPTS, tiny_pipeline, tiny_run  # noqa: E402
 
-from advanchor.anchors import AnchorOptions  # noqa: E402
-from advanchor.data import ConceptData, GenerationOptions  # noqa: E402
 from advanchor.models import FrozenView, LoraOptions, add_lora, trainable_parameters  # noqa: E402
-from advanchor.module import PromptOptions, Unlearner  # noqa: E402
+from advanchor.module import Unlearner  # noqa: E402
 from advanchor.text import token_positions  # noqa: E402
-
-TOY_PROMPTS = PromptOptions(erase="a {concept}", anchor="a {concept}", neutral="", attribute="a {attribute}")
 
 
 def unet_out(unet, seed=0):
@@ -67,35 +62,6 @@ def test_lora_frozen_view_is_the_base_model():
         assert torch.allclose(unet_out(unet), base, atol=1e-6)
     with pytest.raises(ValueError, match="matched no UNet module"):
         add_lora(tiny_pipeline().unet, LoraOptions(target_modules=r".*nothing_here"))
-
-
-def tiny_run(tmp_path, strategy="interleaved", trainable="attn2", steps=2, concepts=("circle",), **kw):
-    pl.seed_everything(0, verbose=False)
-    pipe = tiny_pipeline()
-    module = Unlearner(
-        concepts=list(concepts),
-        trainable=trainable,
-        prompts=TOY_PROMPTS,
-        lr=1e-3,
-        anchor=AnchorOptions(strategy=strategy, lr=1e-2, max_inner_steps=3),
-        **kw,
-    ).attach(pipe)
-    data = ConceptData(
-        generation=GenerationOptions(images_per_concept=2, steps=2, guidance_scale=2.0),
-        cache_dir=str(tmp_path / "cache"),
-    )
-    trainer = pl.Trainer(
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        accelerator="cpu",
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    before = {n: p.detach().clone() for n, p in module.trained.items()}
-    deltas0 = [d.detach().clone() for d in module.deltas]
-    trainer.fit(module, datamodule=data)
-    return module, before, deltas0[0] if len(deltas0) == 1 else deltas0, trainer
 
 
 @pytest.mark.parametrize("strategy", ["interleaved", "sequential", "cyclical"])

@@ -1,63 +1,75 @@
-"""Tiny random Stable-Diffusion-architecture components, built from config with a fixed seed."""
+"""Test helpers: an Unlearner on the tiny pipeline, and a short Trainer run of it."""
 
 from __future__ import annotations
 
+import pytorch_lightning as pl
 import torch
-from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
 
-from advanchor.toyworld.components import build_scheduler
-from advanchor.toyworld.tokenizer import MAX_LENGTH, build_tokenizer
+from advanchor.anchors import AnchorOptions
+from advanchor.data import ConceptData, GenerationOptions
+from advanchor.models import TRAINABLE_SETS, LoraOptions
+from advanchor.module import Unlearner
+from advanchor.testing import TOY_PROMPTS, tiny_pipeline
+
+__all__ = ["TOY_PROMPTS", "TRAINABLE", "perturb", "tiny_module", "tiny_pipeline", "tiny_run"]
+
+TRAINABLE = list(TRAINABLE_SETS)
 
 
-def tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
-    torch.manual_seed(seed)
-    tokenizer = build_tokenizer()
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            max_position_embeddings=MAX_LENGTH,
-            projection_dim=16,
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
+def tiny_module(trainable="attn2", concepts=("circle",), pipe=None, anchor=None, **kw) -> Unlearner:
+    """An Unlearner attached to a tiny pipeline (LoRA rank 2 when `trainable` is lora)."""
+    if trainable == "lora":
+        kw.setdefault("lora", LoraOptions(rank=2, alpha=4.0))
+    return Unlearner(
+        concepts=list(concepts),
+        trainable=trainable,
+        prompts=TOY_PROMPTS,
+        lr=1e-3,
+        anchor=anchor or AnchorOptions(lr=1e-2, max_inner_steps=3),
+        **kw,
+    ).attach(pipe or tiny_pipeline())
+
+
+def perturb(params: dict[str, torch.nn.Parameter], scale: float = 0.05, seed: int = 0) -> None:
+    """Move trained parameters away from their start (LoRA's B starts at zero), so the frozen view matters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in params.values():
+            p.add_(scale * torch.randn(p.shape, generator=g).to(p))
+
+
+def tiny_run(
+    tmp_path,
+    strategy="interleaved",
+    trainable="attn2",
+    steps=2,
+    concepts=("circle",),
+    dtype=None,
+    precision="32-true",
+    data=None,
+    **kw,
+):
+    """A `steps`-step Trainer run on the tiny pipeline; `dtype` moves the pipeline after attaching.
+
+    Returns the module, its trained values and deltas before training, and the trainer."""
+    pl.seed_everything(0, verbose=False)
+    module = tiny_module(trainable, concepts, anchor=AnchorOptions(strategy=strategy, lr=1e-2, max_inner_steps=3), **kw)
+    if dtype is not None:
+        module.pipe.to(dtype)
+    data = data or ConceptData(
+        generation=GenerationOptions(images_per_concept=2, steps=2, guidance_scale=2.0),
+        cache_dir=str(tmp_path / "cache"),
     )
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=16,
-        attention_head_dim=4,
-        norm_num_groups=4,
+    trainer = pl.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        accelerator="cpu",
+        precision=precision,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 8),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=16,
-        mid_block_add_attention=False,
-    )
-    return StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=build_scheduler(),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    before = {n: p.detach().clone() for n, p in module.trained.items()}
+    deltas0 = [d.detach().clone() for d in module.deltas]
+    trainer.fit(module, datamodule=data)
+    return module, before, deltas0[0] if len(deltas0) == 1 else deltas0, trainer
