@@ -47,6 +47,7 @@ def tiny_run(
     dtype=None,
     precision="32-true",
     data=None,
+    callbacks=None,
     **kw,
 ):
     """A `steps`-step Trainer run on the tiny pipeline; `dtype` moves the pipeline after attaching.
@@ -66,6 +67,7 @@ def tiny_run(
         enable_checkpointing=False,
         accelerator="cpu",
         precision=precision,
+        callbacks=callbacks,
         enable_progress_bar=False,
         enable_model_summary=False,
     )
