@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from dataclasses import dataclass, field
@@ -12,15 +13,12 @@ import torch
 from diffusers import StableDiffusionPipeline
 from pytorch_lightning.loggers import WandbLogger
 
-from . import export
 from .data import ConceptData
 from .evaluate.generate import generate
 from .evaluate.run import EvalOptions, evaluate_pipeline, is_toy_path
 from .logging import image_grid
-from .models import ADAPTER
-from .module import Unlearner
+from .methods import ErasureMethod, method_class
 
-METHODS = ("advanchor",)
 GRID_SEEDS = (0, 1, 2, 3)
 
 
@@ -37,20 +35,14 @@ class ErasureResult:
 
     metrics: dict
     pipeline: StableDiffusionPipeline
-    module: Unlearner
+    module: ErasureMethod
     grids: dict = field(default_factory=dict)
 
     def save(self, directory: str | Path, config_yaml: str | None = None, options: ExportOptions | None = None) -> Path:
         """Write the adapter (or UNet delta), metrics.json, grids and, when given, config.yaml."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        unet = self.module.unet
-        if self.module.trainable == "lora":
-            export.save_lora(unet, out / "lora", adapter_name=ADAPTER)
-            if options and options.kohya:
-                export.save_kohya_lora(unet, out / "kohya_lora.safetensors", adapter_name=ADAPTER)
-        else:
-            export.save_unet_delta(unet, self.module.frozen.originals, out / "unet_delta.safetensors")
+        self.module.export(out, kohya=bool(options and options.kohya))
         for name, grid in self.grids.items():
             grid.save(out / f"{name}.png")
         if config_yaml is not None:
@@ -59,7 +51,7 @@ class ErasureResult:
         return out
 
 
-def _grid_prompts(module: Unlearner) -> list[str]:
+def _grid_prompts(module: ErasureMethod) -> list[str]:
     prompts = [module.erase_prompt(c) for c in module.concepts]
     if is_toy_path(module.pretrained):
         from .toyworld.vocab import SHAPES
@@ -68,13 +60,13 @@ def _grid_prompts(module: Unlearner) -> list[str]:
     return prompts
 
 
-def _grid(module: Unlearner, guidance_scale: float, steps: int):
+def _grid(module: ErasureMethod, guidance_scale: float, steps: int):
     prompts = _grid_prompts(module)
     images = generate(module.pipe, prompts, list(GRID_SEEDS), guidance_scale, steps, desc="grid")
     return image_grid(images, rows=len(prompts))
 
 
-def _evaluate(module: Unlearner, options: EvalOptions, edited: bool) -> dict:
+def _evaluate(module: ErasureMethod, options: EvalOptions, edited: bool) -> dict:
     """Per concept: the evaluation report (toy model, or a real one with a prompt CSV); empty otherwise.
 
     Before training the pipeline is the original: only the toy model is measured, without fidelity or attacks."""
@@ -87,7 +79,7 @@ def _evaluate(module: Unlearner, options: EvalOptions, edited: bool) -> dict:
 
 
 def fit(
-    module: Unlearner,
+    module: ErasureMethod,
     datamodule: ConceptData,
     trainer: pl.Trainer,
     evaluation: EvalOptions | None = None,
@@ -106,7 +98,7 @@ def fit(
         logger.log_hyperparams(config or {"concepts": module.concepts, "trainable": module.trainable})
     guidance = grid_guidance if grid_guidance is not None else (4.0 if toy else 7.5)
     module.pipe.to(trainer.strategy.root_device)
-    metrics: dict = {"concepts": module.concepts, "trainable": module.trainable, "strategy": module.anchor.strategy}
+    metrics: dict = {"method": module.name, "concepts": module.concepts, "trainable": module.trainable}
     grids = {}
     with module.frozen():
         metrics["before"] = _evaluate(module, evaluation, edited=False)
@@ -116,7 +108,7 @@ def fit(
     metrics["train_time_s"] = round(time.time() - start, 2)
     metrics["steps"] = trainer.global_step
     metrics["final"] = {k.removeprefix("train/"): float(v) for k, v in trainer.callback_metrics.items()}
-    metrics["delta_norms"] = [float(d.detach().norm()) for d in module.deltas]
+    metrics.update(module.summary())
     module.unet.eval()
     # A Trainer precision such as 64-true converts the LightningModule (UNet, text encoder), not the VAE.
     # nn.Module.to, not diffusers' ModelMixin.to: that one warns on every dtype cast, even when none of
@@ -163,20 +155,24 @@ def erase(
     seed: int = 0,
     **options,
 ) -> ErasureResult:
-    """Erase `concepts` from a pipeline (or a path / hub id) and return the result.
+    """Erase `concepts` from a pipeline (or a path / hub id) with `method` and return the result.
 
-    `options` are the `Unlearner` arguments (trainable, lora, prompts, anchor, attributes, lr, ...);
-    `trainer` is a Trainer or a dict of Trainer arguments (default: 50 steps, no logger).
+    `options` are the method's arguments (for AdvAnchor: trainable, lora, prompts, anchor, attributes,
+    lr, ...); `trainer` is a Trainer or a dict of Trainer arguments (default: 50 steps, no logger).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
+    cls = method_class(method)
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "concepts", "pretrained"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        choices = ", ".join(sorted(accepted))
+        raise ValueError(f"method {method!r} takes no option {unknown[0]!r}; its options: {choices}")
     pl.seed_everything(seed, verbose=False)
     concepts = [concepts] if isinstance(concepts, str) else list(concepts)
     if isinstance(pipeline_or_path, StableDiffusionPipeline):
         source = pipeline_or_path.name_or_path or ""
-        module = Unlearner(concepts=concepts, pretrained=source, **options).attach(pipeline_or_path)
+        module = cls(concepts=concepts, pretrained=source, **options).attach(pipeline_or_path)
     else:
-        module = Unlearner(concepts=concepts, pretrained=str(pipeline_or_path), **options)
+        module = cls(concepts=concepts, pretrained=str(pipeline_or_path), **options)
     if not isinstance(trainer, pl.Trainer):
         settings = {"max_steps": 50, "logger": False, "enable_checkpointing": False, **(trainer or {})}
         trainer = pl.Trainer(**settings)

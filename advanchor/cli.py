@@ -1,4 +1,4 @@
-"""`train.py`: LightningCLI over the Unlearner and its data, then export and metrics."""
+"""`train.py`: LightningCLI over the chosen erasure method and its data, then export and metrics."""
 
 from __future__ import annotations
 
@@ -7,17 +7,21 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
 from pytorch_lightning.cli import LightningCLI
 
 from .api import ExportOptions, fit
 from .data import ConceptData
 from .evaluate.attack import AttackOptions
 from .evaluate.run import EvalOptions
-from .module import Unlearner
+from .methods import method_class
 
 
 class AdvAnchorCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--method", type=str, default="advanchor", help="erasure method; its class is `model` (advanchor, ...)"
+        )
         parser.add_argument(
             "--run_name", type=str | None, default=None, help="outputs/<run_name>/ (default: concepts + time)"
         )
@@ -26,19 +30,43 @@ class AdvAnchorCLI(LightningCLI):
         parser.add_class_arguments(ExportOptions, "export")
 
 
-def run_name(concepts: list[str]) -> str:
+def run_name(method: str, concepts: list[str]) -> str:
     slug = re.sub(r"[^A-Za-z0-9]+", "_", "-".join(concepts)).strip("_")
-    return f"advanchor-{slug}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return f"{method}-{slug}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def main(args: list[str] | None = None, default_config: str | Path | None = None) -> Path:
-    """`default_config` applies unless the command line names its own `--config`."""
+def _flag_values(argv: list[str], flag: str) -> list[str]:
+    """Every value given to `flag` on the command line, as `flag VALUE` or `flag=VALUE`."""
+    values = [a.split("=", 1)[1] for a in argv if a.startswith(flag + "=")]
+    return values + [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == flag]
+
+
+def selected_method(argv: list[str], config_files: list[str]) -> str:
+    """`--method` on the command line, else the last `method:` of the config files, else advanchor.
+
+    The method decides the model class, and so the parser, so it is read before parsing."""
+    flags = _flag_values(argv, "--method")
+    if flags:
+        return flags[-1]
+    chosen = "advanchor"
+    for path in config_files:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"config file {path} does not exist; fix --config")
+        chosen = (yaml.safe_load(Path(path).read_text()) or {}).get("method", chosen)
+    return chosen
+
+
+def main(args: list[str] | None = None, default_configs: str | Path | None = None) -> Path:
+    """Without `--config`, the chosen method's `<default_configs>/<method>.yaml` applies when it exists."""
     argv = sys.argv[1:] if args is None else args
-    own_config = any(a == "--config" or a.startswith("--config=") for a in argv)
-    defaults = [str(default_config)] if default_config and not own_config else []
+    own_configs = _flag_values(argv, "--config")
     try:
+        method = selected_method(argv, own_configs)
+        cls = method_class(method)
+        default = Path(default_configs) / f"{method}.yaml" if default_configs else None
+        defaults = [str(default)] if default and default.is_file() and not own_configs else []
         cli = AdvAnchorCLI(
-            Unlearner,
+            cls,
             ConceptData,
             run=False,
             save_config_callback=None,
@@ -49,7 +77,7 @@ def main(args: list[str] | None = None, default_config: str | Path | None = None
         )
         config = cli.config
         config_yaml = cli.parser.dump(config, skip_none=False)
-        out = Path(config.output_dir) / (config.run_name or run_name(cli.model.concepts))
+        out = Path(config.output_dir) / (config.run_name or run_name(method, cli.model.concepts))
         evaluation = EvalOptions(**{**vars(config.eval), "attack": AttackOptions(**vars(config.eval.attack))})
         result = fit(cli.model, cli.datamodule, cli.trainer, evaluation=evaluation, config=config.as_dict())
     except (ValueError, FileNotFoundError) as err:

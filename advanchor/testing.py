@@ -9,7 +9,7 @@ import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from .module import PromptOptions
+from .methods import PromptOptions
 from .toyworld.components import build_scheduler
 from .toyworld.tokenizer import MAX_LENGTH, build_tokenizer
 

@@ -21,8 +21,8 @@ from contextlib import nullcontext
 import torch
 
 from advanchor.anchors import AnchorOptions
+from advanchor.methods import AdvAnchor
 from advanchor.models import load_pipeline
-from advanchor.module import Unlearner
 from advanchor.testing import TOY_PROMPTS, tiny_pipeline
 
 
@@ -32,7 +32,7 @@ def inner_loop(pipe, model: str, bf16: bool, draw: int, steps: int) -> dict:
     Only delta changes, so every run can share `pipe`."""
     torch.manual_seed(0)
     anchor = AnchorOptions(loss="adv1", lr=1e-4, max_inner_steps=steps, init_scale=1e-7, reset_optimizer=True)
-    module = Unlearner(concepts=["circle"], pretrained=model, prompts=TOY_PROMPTS, anchor=anchor).attach(pipe)
+    module = AdvAnchor(concepts=["circle"], pretrained=model, prompts=TOY_PROMPTS, anchor=anchor).attach(pipe)
     g = torch.Generator().manual_seed(draw)
     size = pipe.unet.config.sample_size
     zt = torch.randn(1, pipe.unet.config.in_channels, size, size, generator=g)

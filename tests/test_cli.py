@@ -74,7 +74,7 @@ def test_train_py_exports_a_lora_that_diffusers_reloads(tmp_path, monkeypatch):
     )
     assert out == tmp_path / "r"
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["steps"] == 2
+    assert metrics["steps"] == 2 and metrics["method"] == "advanchor"
     for key in ("alignment", "preservation", "anchor_loss", "delta_norm", "inner_steps"):
         assert key in metrics["final"]
     for when in ("before", "after"):
@@ -140,7 +140,7 @@ def test_python_api_erases_and_saves(tmp_path, monkeypatch):
     monkeypatch.setenv("ADVANCHOR_CACHE", str(tmp_path / "cache"))
     from advanchor.data import ConceptData, GenerationOptions
     from advanchor.evaluate import EvalOptions
-    from advanchor.module import PromptOptions
+    from advanchor.methods import PromptOptions
 
     result = advanchor.erase(
         "toy",

@@ -10,8 +10,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny import TOY_PROMPTS, tiny_pipeline, tiny_run  # noqa: E402
 
+from advanchor.methods import Unlearner  # noqa: E402
 from advanchor.models import FrozenView, LoraOptions, add_lora, trainable_parameters  # noqa: E402
-from advanchor.module import Unlearner  # noqa: E402
 from advanchor.text import token_positions  # noqa: E402
 
 

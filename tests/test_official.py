@@ -14,7 +14,7 @@ from tiny import tiny_module, tiny_pipeline, tiny_run  # noqa: E402
 
 from advanchor.anchors import AnchorOptions, anchor_loss  # noqa: E402
 from advanchor.data import ConceptData, ConceptLatents, GenerationOptions  # noqa: E402
-from advanchor.module import Unlearner  # noqa: E402
+from advanchor.methods import Unlearner  # noqa: E402
 from advanchor.text import perturbed_embeddings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

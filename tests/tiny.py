@@ -1,4 +1,4 @@
-"""Test helpers: an Unlearner on the tiny pipeline, and a short Trainer run of it."""
+"""Test helpers: AdvAnchor on the tiny pipeline, and a short Trainer run of it."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch
 
 from advanchor.anchors import AnchorOptions
 from advanchor.data import ConceptData, GenerationOptions
+from advanchor.methods import AdvAnchor
 from advanchor.models import TRAINABLE_SETS, LoraOptions
-from advanchor.module import Unlearner
 from advanchor.testing import TOY_PROMPTS, tiny_pipeline
 
 __all__ = ["TOY_PROMPTS", "TRAINABLE", "perturb", "tiny_module", "tiny_pipeline", "tiny_run"]
@@ -16,11 +16,11 @@ __all__ = ["TOY_PROMPTS", "TRAINABLE", "perturb", "tiny_module", "tiny_pipeline"
 TRAINABLE = list(TRAINABLE_SETS)
 
 
-def tiny_module(trainable="attn2", concepts=("circle",), pipe=None, anchor=None, **kw) -> Unlearner:
-    """An Unlearner attached to a tiny pipeline (LoRA rank 2 when `trainable` is lora)."""
+def tiny_module(trainable="attn2", concepts=("circle",), pipe=None, anchor=None, **kw) -> AdvAnchor:
+    """An AdvAnchor attached to a tiny pipeline (LoRA rank 2 when `trainable` is lora)."""
     if trainable == "lora":
         kw.setdefault("lora", LoraOptions(rank=2, alpha=4.0))
-    return Unlearner(
+    return AdvAnchor(
         concepts=list(concepts),
         trainable=trainable,
         prompts=TOY_PROMPTS,

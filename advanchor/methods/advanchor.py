@@ -1,18 +1,18 @@
-"""The unlearning LightningModule: one step = anchor update (per strategy) + unlearning update."""
+"""AdvAnchor (Zhao et al. 2024, arXiv 2501.00054): one step = anchor update (per strategy) + unlearning update."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .anchors import AnchorOptions, InnerResult, anchor_loss, follow, optimise_delta
-from .losses import unlearning_loss
-from .models import TRAINABLE_SETS, FrozenView, LoraOptions, add_lora, load_pipeline, trainable_parameters
-from .text import encode, perturbed_embeddings, token_positions, tokenize, word_ids
+from ..anchors import AnchorOptions, InnerResult, anchor_loss, follow, optimise_delta
+from ..losses import unlearning_loss
+from ..models import LoraOptions
+from ..text import encode, perturbed_embeddings, token_positions, tokenize
+from .base import ErasureMethod
 
 
 @dataclass
@@ -36,9 +36,14 @@ class _ConceptText:
     anchor_ids: torch.Tensor  # (1, L)
 
 
-class Unlearner(pl.LightningModule):
+class AdvAnchor(ErasureMethod):
     """AdvAnchor: fine-tune the UNet so each concept's prediction matches the frozen model's
     prediction for its adversarial anchor, while the neutral prompt is held in place."""
+
+    name = "advanchor"
+    paper = (
+        "Zhao et al. 2024, AdvAnchor: Enhancing Diffusion Model Unlearning with Adversarial Anchors, arXiv 2501.00054"
+    )
 
     def __init__(
         self,
@@ -68,13 +73,9 @@ class Unlearner(pl.LightningModule):
             ddim_steps: timesteps are drawn from one of this many equal bins, as in the official code.
             paper_grad_accumulation: never zero gradients, as the published scripts do (off = clean).
         """
-        super().__init__()
-        self.automatic_optimization = False
-        self.concepts = list(concepts or ["circle"])
-        if trainable not in TRAINABLE_SETS:
-            raise ValueError(f"unknown trainable set {trainable!r}; use one of: {', '.join(TRAINABLE_SETS)}")
-        self.pretrained, self.trainable = pretrained, trainable
-        self.lora_options = lora or LoraOptions()
+        super().__init__(
+            concepts=concepts, pretrained=pretrained, trainable=trainable, lora=lora, lr=lr, ddim_steps=ddim_steps
+        )
         self.prompts = prompts or PromptOptions()
         self.anchor = anchor or AnchorOptions()
         self.attributes = attributes or {}
@@ -85,46 +86,23 @@ class Unlearner(pl.LightningModule):
             )
         if not self.anchor.use_concept and not all(self.attributes.get(c) for c in self.concepts):
             raise ValueError("with anchor.use_concept false every concept needs attributes; give some or turn it on")
-        self.lr, self.preservation_weight, self.ddim_steps = lr, preservation_weight, ddim_steps
+        self.preservation_weight = preservation_weight
         self.paper_grad_accumulation = paper_grad_accumulation
-        self._pipe = None
         self._text: dict[int, _ConceptText] = {}
         self._delta_opts: list[torch.optim.Optimizer] | None = None
 
-    # --- model assembly -------------------------------------------------------------------------
+    # --- anchors ------------------------------------------------------------------------------------
 
-    @property
-    def pipe(self):
-        """The pipeline being edited; loaded on first use unless one was attached."""
-        if self._pipe is None:
-            self.attach(load_pipeline(self.pretrained))
-        return self._pipe
-
-    def attach(self, pipe) -> Unlearner:
-        """Edit `pipe` in place: add adapters or unfreeze the chosen set, and create the anchors."""
-        if self._pipe is not None:
-            raise RuntimeError("a pipeline is already attached to this Unlearner")
-        self._pipe = pipe
-        self.unet, self.text_encoder, self.tokenizer = pipe.unet, pipe.text_encoder, pipe.tokenizer
-        self.noise_scheduler = pipe.scheduler
-        self.unet.requires_grad_(False)
-        self.text_encoder.requires_grad_(False)
-        if self.trainable == "lora":
-            self.trained = add_lora(self.unet, self.lora_options)
-        else:
-            self.trained = trainable_parameters(self.unet, self.trainable)
-            for p in self.trained.values():
-                p.requires_grad_(True)
-        self.frozen = FrozenView(self.unet, self.trained, lora=self.trainable == "lora")
-        self.positions = []
-        for concept in self.concepts:
-            word_ids(self.tokenizer, concept)
-            self.positions.append(token_positions(self.tokenizer, self.anchor_prompt(concept), concept))
+    def prepare(self) -> None:
+        """The concept's token positions in its anchor prompt, and one delta per concept."""
+        self.positions = [token_positions(self.tokenizer, self.anchor_prompt(c), c) for c in self.concepts]
         dim = self.text_encoder.get_input_embeddings().embedding_dim
         self.deltas = nn.ParameterList(
             [nn.Parameter(self.anchor.init_scale * torch.randn(len(pos), dim)) for pos in self.positions]
         )
-        return self
+
+    def summary(self) -> dict:
+        return {"strategy": self.anchor.strategy, "delta_norms": [float(d.detach().norm()) for d in self.deltas]}
 
     def erase_prompt(self, concept: str) -> str:
         return self.prompts.erase.format(concept=concept)
@@ -170,13 +148,6 @@ class Unlearner(pl.LightningModule):
 
     # --- one unlearning step ----------------------------------------------------------------------
 
-    def _sample_timestep(self) -> torch.Tensor:
-        """A DDIM bin i ~ U{0..n-1}, then t ~ U[T i/n, T (i+1)/n), as the official scripts draw it."""
-        total = self.noise_scheduler.config.num_train_timesteps
-        i = int(torch.randint(self.ddim_steps, ()))
-        lo, hi = total * i // self.ddim_steps, max(total * (i + 1) // self.ddim_steps, total * i // self.ddim_steps + 1)
-        return torch.randint(lo, hi, (1,), device=self.unet.device)
-
     def _frozen_references(
         self, zt: torch.Tensor, t: torch.Tensor, text: _ConceptText
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -205,16 +176,12 @@ class Unlearner(pl.LightningModule):
                 self.deltas[index], self._delta_optimizer(index), evaluate, steps, self.paper_grad_accumulation
             )
 
-    def _noised(self, z0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        t = self._sample_timestep()
-        return self.noise_scheduler.add_noise(z0, torch.randn_like(z0), t), t
-
     def training_step(self, batch, batch_idx):
         latents, labels = batch
         opt_unet = self.optimizers()
         logs = {"alignment": 0.0, "preservation": 0.0, "anchor_loss": 0.0, "inner_steps": 0.0}
         for z0, label in zip(latents, labels.tolist()):
-            zt, t = self._noised(z0.unsqueeze(0).to(self.unet.device, self.unet.dtype))  # (1, C, h, w)
+            zt, t = self.noised(z0.unsqueeze(0).to(self.unet.device, self.unet.dtype))  # (1, C, h, w)
             text = self._concept_text(label)
             eps0, eps_attrs = self._frozen_references(zt, t, text)
             # The sequential and cyclical strategies found delta before training: here it is only read.
@@ -243,7 +210,7 @@ class Unlearner(pl.LightningModule):
         for _ in tqdm(range(passes), desc=f"{self.anchor.strategy} anchor passes", disable=passes == 1):
             for z0, label in tqdm(loader, desc="anchor", leave=False):
                 label = int(label)
-                zt, t = self._noised(z0.to(self.unet.device, self.unet.dtype))
+                zt, t = self.noised(z0.to(self.unet.device, self.unet.dtype))
                 eps0, eps_attrs = self._frozen_references(zt, t, self._concept_text(label))
                 self._optimise_anchor(label, zt, t, eps0, eps_attrs, steps)
 
@@ -258,5 +225,6 @@ class Unlearner(pl.LightningModule):
             self._delta_opts = [torch.optim.Adam([d], lr=self.anchor.lr) for d in self.deltas]
         return follow(self._delta_opts[index], delta)
 
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.trained.values(), lr=self.lr)
+
+# The name before the method interface: code that imported it keeps working.
+Unlearner = AdvAnchor
