@@ -12,7 +12,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -171,7 +171,7 @@ class ConceptData(pl.LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.batch_size, self.shuffle_seed = batch_size, shuffle_seed
         self.latents, self.latent_seed = latents, latent_seed
-        self.dataset: ConceptLatents | None = None
+        self.dataset: Dataset | None = None
 
     def _files(self) -> dict[int, list[Path]]:
         module = self.trainer.lightning_module
@@ -188,7 +188,8 @@ class ConceptData(pl.LightningDataModule):
         return files
 
     def prepare_data(self) -> None:
-        self._files()
+        if self.trainer.lightning_module.uses_images:
+            self._files()
 
     def setup(self, stage: str) -> None:
         if self.dataset is not None:
@@ -197,6 +198,11 @@ class ConceptData(pl.LightningDataModule):
         if unknown:
             raise ValueError(f"data.image_dirs names {sorted(unknown)}, which are not among model.concepts")
         module = self.trainer.lightning_module
+        if not module.uses_images:
+            # ESD-style methods make their own latents: an epoch is `images_per_concept` steps per concept.
+            count = self.generation.images_per_concept
+            self.dataset = TensorDataset(torch.arange(len(module.concepts)).repeat_interleave(count))
+            return
         size = module.pipe.unet.config.sample_size * module.pipe.vae_scale_factor
         means, stds, labels = [], [], []
         for index, files in self._files().items():

@@ -43,3 +43,17 @@ def unlearning_loss(
     align = alignment(eps_erase, anchor_target)
     keep = alignment(eps_neutral, neutral_target)
     return align + lam * keep, align, keep
+
+
+def esd_target(eps_uncond: torch.Tensor, eps_concept: torch.Tensor, eta: float) -> torch.Tensor:
+    """ESD's negatively guided target eps*(x_t) - eta (eps*(x_t, c) - eps*(x_t)) (Gandikota et al. 2023, Sec. 3)."""
+    return eps_uncond - eta * (eps_concept - eps_uncond)
+
+
+def attention_mass(probs: list[torch.Tensor], positions: list[int]) -> torch.Tensor:
+    """FMN's attention re-steering loss (Zhang et al. 2023, Sec. 3.1): the attention on the concept's tokens.
+
+    probs: per cross-attention layer, softmax(QK^T / sqrt(d)) of shape (B * heads, pixels, tokens); the
+    mass on `positions` is averaged over heads and pixels, and summed over layers.
+    """
+    return sum(p[..., positions].sum(-1).mean() for p in probs)

@@ -2,7 +2,13 @@ import pytest
 import torch
 
 from advanchor.anchors import AnchorOptions, anchor_loss, optimise_delta
-from advanchor.losses import anchor_similarity, anchor_similarity_centered, unlearning_loss
+from advanchor.losses import (
+    anchor_similarity,
+    anchor_similarity_centered,
+    attention_mass,
+    esd_target,
+    unlearning_loss,
+)
 
 
 def test_adv1_on_hand_computed_tensors():
@@ -61,3 +67,19 @@ def test_anchor_options_accept_the_papers_name_and_reject_unknown():
     assert AnchorOptions(strategy="alternating").strategy == "interleaved"
     with pytest.raises(ValueError, match="unknown anchor strategy 'zigzag'"):
         AnchorOptions(strategy="zigzag")
+
+
+def test_esd_target_on_hand_computed_tensors():
+    uncond, cond = torch.tensor([1.0, 2.0]), torch.tensor([3.0, 1.0])
+    # eps(x_t) - eta (eps(x_t, c) - eps(x_t)): (1, 2) - 2 (2, -1) = (-3, 4)
+    assert torch.equal(esd_target(uncond, cond, 2.0), torch.tensor([-3.0, 4.0]))
+    assert torch.equal(esd_target(uncond, cond, 0.0), uncond)
+
+
+def test_attention_mass_on_hand_computed_tensors():
+    # One layer, 1 head, 2 pixels, 3 tokens; the concept is token 1: mass (0.5 + 0.1) / 2 = 0.3.
+    layer = torch.tensor([[[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]]])
+    other = torch.tensor([[[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]]])  # all on the concept: 1.0
+    assert attention_mass([layer], [1]).item() == pytest.approx(0.3)
+    assert attention_mass([layer, other], [1]).item() == pytest.approx(1.3)
+    assert attention_mass([layer], [1, 2]).item() == pytest.approx(0.6)

@@ -1,7 +1,10 @@
 """Erasure methods behind one interface (`ErasureMethod`), registered by name."""
 
+from .ac import AblatingConcepts
 from .advanchor import AdvAnchor, PromptOptions, Unlearner
 from .base import METHODS, ErasureMethod
+from .esd import ESD
+from .fmn import ForgetMeNot
 
 
 def method_class(name: str) -> type[ErasureMethod]:
@@ -11,4 +14,14 @@ def method_class(name: str) -> type[ErasureMethod]:
     return METHODS[name]
 
 
-__all__ = ["METHODS", "AdvAnchor", "ErasureMethod", "PromptOptions", "Unlearner", "method_class"]
+__all__ = [
+    "ESD",
+    "METHODS",
+    "AblatingConcepts",
+    "AdvAnchor",
+    "ErasureMethod",
+    "ForgetMeNot",
+    "PromptOptions",
+    "Unlearner",
+    "method_class",
+]

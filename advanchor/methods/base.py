@@ -1,9 +1,9 @@
 """`ErasureMethod`: what every erasure method shares, and the registry that names them.
 
 A method subclasses `ErasureMethod`, sets `name` and `paper`, and overrides only what is its own:
-`prepare()` (state built once the pipeline is attached), `erase_prompt()`, `training_step()` and
-`summary()`. Loading, the trained set or LoRA, the frozen view, the timestep draw, the optimiser and
-export live here; data, evaluation, logging and the run folder live outside the methods.
+`prepare()` (state built once the pipeline is attached), `erase_prompt()`, `item_loss()` (or a whole
+`training_step()`) and `summary()`. Loading, the trained set or LoRA, the frozen view, the timestep
+draw, the optimiser and export live here; data, evaluation, logging and the run folder live outside.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 
 from .. import export
 from ..models import ADAPTER, TRAINABLE_SETS, FrozenView, LoraOptions, add_lora, load_pipeline, trainable_parameters
-from ..text import word_ids
+from ..text import encode, word_ids
 
 METHODS: dict[str, type[ErasureMethod]] = {}
 
@@ -34,6 +34,7 @@ class ErasureMethod(pl.LightningModule):
 
     name: ClassVar[str] = ""  # the registry key: `--method`, `erase(..., method=...)`
     paper: ClassVar[str] = ""  # citation shown in the methods table
+    uses_images: ClassVar[bool] = True  # whether the data module makes concept images (ESD samples its own)
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -71,6 +72,7 @@ class ErasureMethod(pl.LightningModule):
         self.lora_options = lora or LoraOptions()
         self.lr, self.ddim_steps = lr, ddim_steps
         self._pipe = None
+        self._encoded: dict[tuple[str, ...], torch.Tensor] = {}
 
     # --- model assembly -------------------------------------------------------------------------
 
@@ -119,6 +121,15 @@ class ErasureMethod(pl.LightningModule):
 
     # --- shared pieces of a training step -----------------------------------------------------------
 
+    @torch.no_grad()
+    def encoded(self, *prompts: str) -> torch.Tensor:
+        """E(p) of `prompts` on the UNet's device and in its dtype, encoded once (again after a move): (B, L, D)."""
+        cached = self._encoded.get(prompts)
+        if cached is None or cached.device != self.unet.device or cached.dtype != self.unet.dtype:
+            cached = encode(self.text_encoder, self.tokenizer, list(prompts)).to(self.unet.device, self.unet.dtype)
+            self._encoded[prompts] = cached
+        return cached
+
     def sample_timestep(self) -> torch.Tensor:
         return ddim_bin_timestep(self.noise_scheduler.config.num_train_timesteps, self.ddim_steps, self.unet.device)
 
@@ -126,6 +137,25 @@ class ErasureMethod(pl.LightningModule):
         """z_t = q_sample(z_0, t) at a drawn t, and t."""
         t = self.sample_timestep()
         return self.noise_scheduler.add_noise(z0, torch.randn_like(z0), t), t
+
+    def item_loss(self, z0: torch.Tensor | None, label: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of one concept image (None for methods without images) and the figures to log."""
+        raise NotImplementedError(f"{type(self).__name__} defines neither item_loss() nor training_step()")
+
+    def training_step(self, batch, batch_idx):
+        """One optimiser step on the mean of `item_loss` over the batch; logs each figure as train/<name>."""
+        *images, labels = batch  # (latents, labels), or (labels,) for methods without images
+        items = images[0] if images else [None] * len(labels)
+        opt = self.optimizers()
+        logs: dict[str, float] = {}
+        for z0, label in zip(items, labels.tolist()):
+            loss, figures = self.item_loss(z0, label)
+            self.manual_backward(loss / len(labels))
+            for key, value in figures.items():
+                logs[key] = logs.get(key, 0.0) + value / len(labels)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=True, batch_size=len(labels))
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.trained.values(), lr=self.lr)
