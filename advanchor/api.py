@@ -161,7 +161,11 @@ def erase(
     lr, ...); `trainer` is a Trainer or a dict of Trainer arguments (default: 50 steps, no logger).
     """
     cls = method_class(method)
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "concepts", "pretrained"}
+    accepted = set()
+    for klass in cls.__mro__:
+        if issubclass(klass, ErasureMethod):
+            accepted |= set(inspect.signature(klass.__init__).parameters)
+    accepted -= {"self", "concepts", "pretrained", "kwargs"}
     unknown = sorted(set(options) - accepted)
     if unknown:
         choices = ", ".join(sorted(accepted))

@@ -6,7 +6,6 @@ import torch
 from diffusers import DDIMScheduler
 
 from ..losses import alignment, esd_target
-from ..models import LoraOptions
 from .base import ErasureMethod
 
 
@@ -21,29 +20,16 @@ class ESD(ErasureMethod):
     paper = "Gandikota et al. 2023, Erasing Concepts from Diffusion Models, arXiv 2303.07345"
     uses_images = False
 
-    def __init__(
-        self,
-        concepts: list[str] | None = None,
-        pretrained: str = "toy",
-        trainable: str = "attn2",
-        lora: LoraOptions | None = None,
-        lr: float = 1e-5,
-        ddim_steps: int = 50,
-        prompt: str = "{concept}",
-        eta: float = 1.0,
-        guidance_scale: float = 3.0,
-    ):
+    def __init__(self, prompt: str = "{concept}", eta: float = 1.0, guidance_scale: float = 3.0, **kwargs):
         """
         Args:
-            concepts, pretrained, trainable, lora, lr: as for every method (`ErasureMethod`).
-            ddim_steps: DDIM steps of the sampling that makes z_t; it stops after a random number of them.
             prompt: template of the concept's prompt c.
             eta: negative guidance scale of the target.
-            guidance_scale: classifier-free guidance of that sampling (3 in the paper's code).
+            guidance_scale: classifier-free guidance of the sampling that makes z_t (3 in the paper's code).
+            **kwargs: as for every method (`ErasureMethod`); here `ddim_steps` is the number of DDIM steps
+                of that sampling, which stops after a random number of them.
         """
-        super().__init__(
-            concepts=concepts, pretrained=pretrained, trainable=trainable, lora=lora, lr=lr, ddim_steps=ddim_steps
-        )
+        super().__init__(**kwargs)
         self.prompt, self.eta, self.guidance_scale = prompt, eta, guidance_scale
 
     def prepare(self) -> None:

@@ -8,7 +8,6 @@ from contextlib import contextmanager
 import torch
 
 from ..losses import attention_mass
-from ..models import LoraOptions
 from ..text import token_positions
 from .base import ErasureMethod
 
@@ -27,24 +26,13 @@ class ForgetMeNot(ErasureMethod):
     name = "fmn"
     paper = "Zhang et al. 2023, Forget-Me-Not: Learning to Forget in Text-to-Image Diffusion Models, arXiv 2303.17591"
 
-    def __init__(
-        self,
-        concepts: list[str] | None = None,
-        pretrained: str = "toy",
-        trainable: str = "attn2",
-        lora: LoraOptions | None = None,
-        lr: float = 1e-5,
-        ddim_steps: int = 50,
-        prompt: str = "{concept}",
-    ):
+    def __init__(self, prompt: str = "{concept}", **kwargs):
         """
         Args:
-            concepts, pretrained, trainable, lora, lr, ddim_steps: as for every method (`ErasureMethod`).
             prompt: template of the concept's prompt, whose images are generated and noised.
+            **kwargs: as for every method (`ErasureMethod`).
         """
-        super().__init__(
-            concepts=concepts, pretrained=pretrained, trainable=trainable, lora=lora, lr=lr, ddim_steps=ddim_steps
-        )
+        super().__init__(**kwargs)
         self.prompt = prompt
 
     def prepare(self) -> None:
