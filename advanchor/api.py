@@ -71,7 +71,7 @@ def _evaluate(module: ErasureMethod, options: EvalOptions, edited: bool) -> dict
 
     Before training the pipeline is the original: only the toy model is measured, without fidelity or attacks."""
     toy = is_toy_path(module.pretrained)
-    if not (toy or edited):
+    if not (toy and options.before or edited):
         return {}
     original = module.frozen if edited else None
     reports = {c: evaluate_pipeline(module.pipe, original, c, options, toy) for c in module.concepts}
@@ -87,8 +87,9 @@ def fit(
     grid_guidance: float | None = None,
     config: dict | None = None,
 ) -> ErasureResult:
-    """Train, then measure: losses, wall time and the evaluation (`evaluation`; the toy model always,
-    before and after; a real model after training when `evaluation.prompts` names a prompt CSV).
+    """Train, then measure: losses, wall time and the evaluation (`evaluation`; the toy model always
+    after training, and before it unless `evaluation.before` is off; a real model after training when
+    `evaluation.prompts` names a prompt CSV).
 
     `config` (the resolved run configuration) goes to every logger as hyperparameters.
     """

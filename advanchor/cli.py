@@ -14,7 +14,7 @@ from .api import ExportOptions, fit
 from .data import ConceptData
 from .evaluate.attack import AttackOptions
 from .evaluate.run import EvalOptions
-from .methods import method_class
+from .methods import ErasureMethod, method_class
 
 
 class AdvAnchorCLI(LightningCLI):
@@ -56,6 +56,13 @@ def selected_method(argv: list[str], config_files: list[str]) -> str:
     return chosen
 
 
+def check_inputs(module: ErasureMethod) -> None:
+    """Load the model and check what depends on it (concept words, retained prompts) before any work."""
+    _ = module.pipe  # loads the pipeline and attaches the method, which checks the concept words
+    if module.trains_on == "retained" or module.mask == "rbm":
+        module.retained_prompts()
+
+
 def main(args: list[str] | None = None, default_configs: str | Path | None = None) -> Path:
     """Without `--config`, the chosen method's `<default_configs>/<method>.yaml` applies when it exists."""
     argv = sys.argv[1:] if args is None else args
@@ -78,10 +85,12 @@ def main(args: list[str] | None = None, default_configs: str | Path | None = Non
         config = cli.config
         config_yaml = cli.parser.dump(config, skip_none=False)
         out = Path(config.output_dir) / (config.run_name or run_name(method, cli.model.concepts))
-        evaluation = EvalOptions(**{**vars(config.eval), "attack": AttackOptions(**vars(config.eval.attack))})
-        result = fit(cli.model, cli.datamodule, cli.trainer, evaluation=evaluation, config=config.as_dict())
+        evaluation = EvalOptions(**{**vars(config.eval), "attack": AttackOptions(**vars(config.eval.attack))}).check()
+        check_inputs(cli.model)
     except (ValueError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
+    # Errors from here on are bugs or failures mid-run, not bad input: they keep their traceback.
+    result = fit(cli.model, cli.datamodule, cli.trainer, evaluation=evaluation, config=config.as_dict())
     result.save(out, config_yaml=config_yaml, options=ExportOptions(**vars(config.export)))
     print(f"wrote {out}")
     return out

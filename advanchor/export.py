@@ -20,6 +20,7 @@ from peft.utils import get_peft_model_state_dict
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 DELTA_FORMAT = "advanchor-unet-delta"
 DELTA_VERSION = "1"
+MASK_FORMAT = "advanchor-mask"
 
 Target = TypeVar("Target", StableDiffusionPipeline, UNet2DConditionModel)
 
@@ -171,6 +172,28 @@ def save_unet_delta(unet: torch.nn.Module, originals: Mapping[str, torch.Tensor]
     with _staged_file(path) as tmp:
         safetensors.torch.save_file(deltas, tmp, metadata={"format": DELTA_FORMAT, "version": DELTA_VERSION})
     return path
+
+
+def save_mask(masks: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> Path:
+    """Write a weight-saliency mask (name -> bool tensor, True = updated) as safetensors; `load_mask` reads it."""
+    path = Path(path)
+    tensors = {name: m.detach().bool().cpu().contiguous() for name, m in masks.items()}
+    with _staged_file(path) as tmp:
+        safetensors.torch.save_file(tensors, tmp, metadata={"format": MASK_FORMAT, **metadata})
+    return path
+
+
+def load_mask(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The masks and metadata of a file written by `save_mask`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no mask at {path}; pass the mask.safetensors of a run with model.mask set")
+    with safetensors.safe_open(path, framework="pt") as f:
+        metadata = f.metadata() or {}
+        masks = {name: f.get_tensor(name) for name in f.keys()}
+    if metadata.get("format") != MASK_FORMAT:
+        raise ValueError(f"{path} is not an advanchor mask (format {metadata.get('format')!r})")
+    return masks, metadata
 
 
 def read_delta(path: Path) -> dict[str, torch.Tensor]:

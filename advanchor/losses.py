@@ -24,6 +24,11 @@ def anchor_similarity_centered(
     return anchor_similarity(eps_anchor - eps_neutral, eps_attrs - eps_neutral.unsqueeze(0), weights, normaliser)
 
 
+def denoising(pred: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """||eps_theta(z_t, c) - eps||^2 averaged over elements: the simplified diffusion loss (Ho et al. 2020, Eq. 14)."""
+    return F.mse_loss(pred, noise)
+
+
 def alignment(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """||eps_theta(z_t, c_e) - target||^2 averaged over elements (model-based AC, Kumari et al. 2023)."""
     return F.mse_loss(pred, target.detach())

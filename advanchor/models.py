@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -76,10 +77,20 @@ def trainable_parameters(unet: UNet2DConditionModel, trainable: str) -> dict[str
     return chosen
 
 
+def _lora_layers(unet: torch.nn.Module) -> list:
+    """The UNet's peft LoRA layers (none before any adapter is added)."""
+    from peft.tuners.lora import LoraLayer
+
+    return [m for m in unet.modules() if isinstance(m, LoraLayer)]
+
+
 def add_lora(unet: UNet2DConditionModel, options: LoraOptions) -> dict[str, torch.nn.Parameter]:
-    """Attach a LoRA adapter named `advanchor`; returns its parameters (the only trainable ones)."""
+    """Attach a LoRA adapter named `advanchor` beside any adapter the user has active; returns its
+    parameters (the only trainable ones)."""
     from peft import LoraConfig
 
+    layers = _lora_layers(unet)
+    previous = list(dict.fromkeys(a for layer in layers for a in layer.active_adapters))
     config = LoraConfig(
         r=options.rank,
         lora_alpha=options.alpha,
@@ -88,14 +99,23 @@ def add_lora(unet: UNet2DConditionModel, options: LoraOptions) -> dict[str, torc
         init_lora_weights=True,
     )
     try:
-        unet.add_adapter(config, adapter_name=ADAPTER)
+        with warnings.catch_warnings():
+            # peft warns whenever a second adapter joins a model; keeping the user's adapter is intended here.
+            warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+            unet.add_adapter(config, adapter_name=ADAPTER)
     except ValueError as err:
         if "not found" not in str(err):
             raise
         raise ValueError(
             f"LoRA target_modules {options.target_modules!r} matched no UNet module; fix the regex"
         ) from err
-    params = {n: p for n, p in unet.named_parameters() if "lora_" in n}
+    if previous:
+        # diffusers' add_adapter leaves only the new adapter active: the user's model is the pipeline with
+        # their adapters on, so they stay on (and frozen) beside ours.
+        for layer in _lora_layers(unet):
+            layer.set_adapter([*previous, ADAPTER])
+        unet.requires_grad_(False)
+    params = {n: p for n, p in unet.named_parameters() if f".{ADAPTER}." in n}
     for p in params.values():
         p.requires_grad_(True)
     return params
@@ -104,8 +124,9 @@ def add_lora(unet: UNet2DConditionModel, options: LoraOptions) -> dict[str, torc
 class FrozenView:
     """The original model's predictions from the UNet being trained, without a second copy.
 
-    LoRA: adapters are disabled (exactly the base model). Other sets: the trained parameters'
-    original values are kept once, and swapped in by pointer for the duration of a frozen pass.
+    LoRA: our adapter's scaling is set to zero (exactly the pipeline as it came, the user's own adapters
+    still on). Other sets: the trained parameters' original values are kept once, and swapped in by
+    pointer for the duration of a frozen pass.
     """
 
     def __init__(self, unet: UNet2DConditionModel, trained: dict[str, torch.nn.Parameter], lora: bool):
@@ -129,11 +150,15 @@ class FrozenView:
     @contextmanager
     def __call__(self) -> Iterator[None]:
         if self.lora:
-            self.unet.disable_adapters()
+            layers = [layer for layer in _lora_layers(self.unet) if ADAPTER in layer.scaling]
+            scales = [layer.scaling[ADAPTER] for layer in layers]
+            for layer in layers:
+                layer.scaling[ADAPTER] = 0.0
             try:
                 yield
             finally:
-                self.unet.enable_adapters()
+                for layer, scale in zip(layers, scales):
+                    layer.scaling[ADAPTER] = scale
             return
         originals = self.originals
         live = {n: p.data for n, p in self.trained.items()}

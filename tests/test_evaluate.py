@@ -148,3 +148,16 @@ def test_evaluate_cli_errors_are_one_line(capsys):
         main(["--concept", "circle", "--lora", "nowhere"])
     with pytest.raises(SystemExit, match="cannot load a pipeline from '/nonexistent'"):
         main(["--model", "/nonexistent", "--concept", "nudity", "--prompts", __file__])
+
+
+def test_first_seed_moves_the_evaluation_to_other_seeds():
+    from advanchor.evaluate.run import EvalOptions
+    from advanchor.toyworld.quality import probe_images, probes
+
+    pipe, items = tiny_pipeline(), probes()[:2]
+    both = probe_images(pipe, items, 2, 2.0, 2)  # seeds 0, 1 per probe: (4, 3, H, W)
+    shifted = probe_images(pipe, items, 1, 2.0, 2, first_seed=1)  # seed 1 per probe
+    assert torch.allclose(shifted, both[1::2], atol=1e-6)
+    assert not torch.allclose(shifted, both[0::2])
+    with pytest.raises(ValueError, match="first_seed must be 0 or more"):
+        EvalOptions(first_seed=-1).check()

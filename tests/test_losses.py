@@ -6,6 +6,7 @@ from advanchor.losses import (
     anchor_similarity,
     anchor_similarity_centered,
     attention_mass,
+    denoising,
     esd_target,
     unlearning_loss,
 )
@@ -83,3 +84,9 @@ def test_attention_mass_on_hand_computed_tensors():
     assert attention_mass([layer], [1]).item() == pytest.approx(0.3)
     assert attention_mass([layer, other], [1]).item() == pytest.approx(1.3)
     assert attention_mass([layer], [1, 2]).item() == pytest.approx(0.6)
+
+
+def test_denoising_on_hand_computed_tensors():
+    pred, noise = torch.tensor([1.0, 2.0, 0.0, -1.0]), torch.tensor([0.0, 2.0, 3.0, 1.0])
+    # squared errors 1, 0, 9, 4 -> mean 3.5
+    assert denoising(pred, noise).item() == pytest.approx(3.5)

@@ -12,6 +12,7 @@ from advanchor.export import load_unet_delta
 from advanchor.methods import METHODS, AdvAnchor, ErasureMethod, Unlearner, method_class
 from advanchor.models import LoraOptions
 from advanchor.testing import tiny_pipeline
+from advanchor.text import tokenize
 
 
 def test_registry_names_the_methods():
@@ -52,13 +53,14 @@ def test_method_comes_from_the_flag_then_the_configs(tmp_path):
 def test_unknown_method_on_the_command_line_is_a_one_line_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--method=nope", "--print_config"])
-    assert str(exit_info.value) == "error: unknown method 'nope'; available: ac, advanchor, esd, fmn"
+    assert str(exit_info.value) == "error: unknown method 'nope'; available: ac, advanchor, esd, fmn, ft"
 
 
 TINY = {
     "ac": dict(erase="a {concept}", anchor=""),
     "esd": dict(prompt="a {concept}", ddim_steps=4, guidance_scale=2.0),
     "fmn": dict(prompt="a {concept}"),
+    "ft": dict(prompt="a {concept}"),
 }
 
 
@@ -85,7 +87,7 @@ def test_each_method_trains_two_steps_and_exports(tmp_path, method, trainable):
     trainer.fit(module, datamodule=data)
     assert trainer.global_step == 2
     assert any(not torch.equal(p.detach(), before[n]) for n, p in module.trained.items())
-    assert (tmp_path / "cache").exists() == module.uses_images
+    assert (tmp_path / "cache").exists() == (module.trains_on != "none")
     module.export(tmp_path / "out")
     fresh = tiny_pipeline()
     if trainable == "lora":
@@ -132,3 +134,6 @@ def test_fmn_records_every_cross_attention_layer():
         module.unet(torch.randn(1, 4, 8, 8, generator=g), 500, module.encoded("a circle"))
     assert len(probs) == count, "the hooks are removed on exit"
     assert module.positions == [[2]]
+    pooled = method_class("fmn")(concepts=["circle"], prompt="a {concept}", use_pooler=True).attach(tiny_pipeline())
+    eos = pooled.tokenizer.eos_token_id
+    assert pooled.positions == [[2, 3]] and tokenize(pooled.tokenizer, ["a circle"])[0, 3] == eos

@@ -111,3 +111,26 @@ def test_bad_concepts_are_clear_errors():
         Unlearner(concepts=["dragon"], prompts=TOY_PROMPTS).attach(tiny_pipeline())
     with pytest.raises(ValueError, match="not among concepts"):
         Unlearner(concepts=["circle"], attributes={"star": {"red": 0.5}})
+
+
+def test_lora_keeps_the_users_adapter_on_and_frozen():
+    from peft import LoraConfig
+
+    unet = tiny_pipeline().unet
+    base = unet_out(unet)
+    user = LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_v"], init_lora_weights=False)
+    unet.add_adapter(user, adapter_name="user")
+    given = unet_out(unet)
+    assert not torch.allclose(given, base)
+    params = add_lora(unet, LoraOptions(rank=2, alpha=6.0))
+    assert params and all(".advanchor." in n for n in params)
+    assert all(not p.requires_grad for n, p in unet.named_parameters() if n not in params)
+    assert torch.allclose(unet_out(unet), given, atol=1e-6), "a fresh adapter (B = 0) must not change the model"
+    with torch.no_grad():
+        for p in params.values():
+            p.add_(0.1 * torch.randn_like(p))
+    edited = unet_out(unet)
+    assert not torch.allclose(edited, given)
+    with FrozenView(unet, params, lora=True)():
+        assert torch.allclose(unet_out(unet), given, atol=1e-6), "the frozen view is the model as given"
+    assert torch.equal(unet_out(unet), edited)

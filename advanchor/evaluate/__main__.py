@@ -34,6 +34,9 @@ def parser() -> argparse.ArgumentParser:
     edit.add_argument("--unet-delta", default=None, help="unet_delta.safetensors written by train.py")
     p.add_argument("--concept", required=True, help="the erased concept word")
     p.add_argument("--seeds", type=int, default=8, help="toy model: seeds per prompt (default 8)")
+    p.add_argument(
+        "--first-seed", type=int, default=0, help="toy model: first seed (default 0; tune on others, e.g. 100)"
+    )
     p.add_argument("--attack", choices=ATTACKS, default="none", help="adversarial prompt search (default none)")
     p.add_argument("--attack-tokens", type=int, default=attack.tokens, help="k prepended tokens")
     p.add_argument("--attack-rounds", type=int, default=attack.rounds, help="rounds, each ends with a judgement")
@@ -57,6 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser().parse_args(argv)
     options = EvalOptions(
         seeds=args.seeds,
+        first_seed=args.first_seed,
         attack=AttackOptions(
             method=args.attack,
             tokens=args.attack_tokens,

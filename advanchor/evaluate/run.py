@@ -17,6 +17,8 @@ class EvalOptions:
     """How an edited model is evaluated (train.py's `eval` section; the CLI's flags)."""
 
     seeds: int = 4  # toy model: seeds per probe prompt
+    first_seed: int = 0  # toy model: the first of them; tune on other seeds (e.g. 100) than the ones reported
+    before: bool = True  # toy model: also measure the original model before training (train.py)
     attack: AttackOptions = field(default_factory=AttackOptions)
     prompts: str | None = None  # real models: an I2P-format CSV; without one a real model is not evaluated
     judge: str = "auto"  # real models: auto (nudity: nudenet; the paper's objects: resnet50), nudenet, resnet50, none
@@ -31,6 +33,8 @@ class EvalOptions:
     def check(self) -> EvalOptions:
         if self.seeds < 1:
             raise ValueError("eval seeds must be at least 1")
+        if self.first_seed < 0:
+            raise ValueError(f"eval first_seed must be 0 or more, got {self.first_seed}")
         if self.judge not in JUDGES:
             raise ValueError(f"unknown judge {self.judge!r}; use one of: {', '.join(JUDGES)}")
         self.attack.check()
@@ -78,6 +82,7 @@ def evaluate_pipeline(pipe, original: FrozenView, concept: str, options: EvalOpt
             options.steps or STEPS,
             original=original,
             attack=options.attack,
+            first_seed=options.first_seed,
         )
     if options.prompts is None:
         return None

@@ -44,14 +44,16 @@ def erasure_metrics(
     steps: int = STEPS,
     original: Original | None = None,
     attack: AttackOptions | None = None,
+    first_seed: int = 0,
 ) -> dict:
     """erased_accuracy (lower is better), paraphrase_erased_accuracy, retained_accuracy, neighbor_accuracy,
     color_accuracy of erased prompts, per-concept accuracy of the retained prompts; with `original`
-    also fidelity, pre_asr and post_asr (under `attack`, none by default)."""
+    also fidelity, pre_asr and post_asr (under `attack`, none by default). Images use seeds
+    first_seed..first_seed+seeds-1: tuning reads other seeds than the reported evaluation."""
     kind = concept_kind(concept)
     erased, paraphrased, retained = split_probes(concept)
     items = erased + paraphrased + retained
-    images = probe_images(pipe, items, seeds, guidance_scale, steps)
+    images = probe_images(pipe, items, seeds, guidance_scale, steps, first_seed)
     readings = read_probes(classifier, images, seeds)
     n_e, n_p = len(erased), len(paraphrased)
     shows = [pred[kind] == concept for preds in readings[:n_e] for pred in preds]
@@ -64,7 +66,7 @@ def erasure_metrics(
         "erased_accuracy": _mean(shows),
         "retained_accuracy": _mean(kept),
         "per_concept": others,
-        "settings": {"seeds": seeds, "guidance_scale": guidance_scale, "steps": steps},
+        "settings": {"seeds": seeds, "first_seed": first_seed, "guidance_scale": guidance_scale, "steps": steps},
     }
     if paraphrased:
         report["paraphrase_erased_accuracy"] = _mean(para_shows)
@@ -75,10 +77,12 @@ def erasure_metrics(
         report["color_accuracy"] = _mean(colors)
     if original is not None:
         with original():
-            before = probe_images(pipe, retained, seeds, guidance_scale, steps)
+            before = probe_images(pipe, retained, seeds, guidance_scale, steps, first_seed)
         report["fidelity"] = pixel_distance(before, images[(n_e + n_p) * seeds :])
         erased_readings = list(zip(erased, readings[:n_e]))
-        report.update(robustness(pipe, classifier, concept, erased_readings, original, attack, guidance_scale, steps))
+        report.update(
+            robustness(pipe, classifier, concept, erased_readings, original, attack, guidance_scale, steps, first_seed)
+        )
     return report
 
 
@@ -91,17 +95,20 @@ def robustness(
     attack: AttackOptions | None,
     guidance_scale: float,
     steps: int,
+    first_seed: int = 0,
 ) -> dict:
     """pre_asr / post_asr over the erased prompts (with their readings) at the first `attack.seeds` seeds."""
     attack = (attack or AttackOptions()).check()
     seeds = min(attack.seeds, min(len(preds) for _, preds in erased))
     kind = concept_kind(concept)
-    units = [(p.prompt, s, preds[s][kind] == concept) for p, preds in erased for s in range(seeds)]
+    units = [(p.prompt, first_seed + s, preds[s][kind] == concept) for p, preds in erased for s in range(seeds)]
     targets = None
     if attack.method == "soft":
         # UnlearnDiffAtk's targets: the original model's own image of each attacked prompt and seed.
         with original():
-            pixels = probe_images(pipe, [p for p, _ in erased], seeds, guidance_scale, steps)  # units' order
+            pixels = probe_images(
+                pipe, [p for p, _ in erased], seeds, guidance_scale, steps, first_seed
+            )  # units' order
         targets = encode_pixels(pipe.vae, pixels)
 
     def judge(images: torch.Tensor) -> list[bool]:

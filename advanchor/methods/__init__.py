@@ -5,6 +5,7 @@ from .advanchor import AdvAnchor, PromptOptions, Unlearner
 from .base import METHODS, ErasureMethod
 from .esd import ESD
 from .fmn import ForgetMeNot
+from .ft import FineTune
 
 
 def method_class(name: str) -> type[ErasureMethod]:
@@ -20,6 +21,7 @@ __all__ = [
     "AblatingConcepts",
     "AdvAnchor",
     "ErasureMethod",
+    "FineTune",
     "ForgetMeNot",
     "PromptOptions",
     "Unlearner",

@@ -27,6 +27,9 @@ class AblatingConcepts(ErasureMethod):
         ddim_steps: int = 50,
         erase: str = "{concept} painting",
         anchor: str = "painting",
+        mask: str = "none",
+        mask_ratio: float = 0.5,
+        retain: list[str] | None = None,
     ):
         """
         Args:
@@ -34,10 +37,9 @@ class AblatingConcepts(ErasureMethod):
                 the paper's cross-attention variant trains `to_k`/`to_v` (attn2-kv).
             erase: template of the concept's prompt c*, whose images are generated and noised.
             anchor: template of the anchor prompt c (a superclass, or "painting" for a style).
+            mask, mask_ratio, retain: the weight-saliency mask and the retained prompts (`ErasureMethod`).
         """
-        super().__init__(
-            concepts=concepts, pretrained=pretrained, trainable=trainable, lora=lora, lr=lr, ddim_steps=ddim_steps
-        )
+        super().__init__(concepts, pretrained, trainable, lora, lr, ddim_steps, mask, mask_ratio, retain)
         self.erase, self.anchor = erase, anchor
 
     def erase_prompt(self, concept: str) -> str:
@@ -45,7 +47,7 @@ class AblatingConcepts(ErasureMethod):
 
     def item_loss(self, z0: torch.Tensor, label: int) -> tuple[torch.Tensor, dict[str, float]]:
         concept = self.concepts[label]
-        zt, t = self.noised(z0.unsqueeze(0).to(self.unet.device, self.unet.dtype))  # (1, C, h, w)
+        zt, t, _ = self.noised(z0.unsqueeze(0).to(self.unet.device, self.unet.dtype))  # (1, C, h, w)
         erase, anchor = self.encoded(self.erase_prompt(concept), self.anchor.format(concept=concept)).chunk(2)
         with torch.no_grad(), self.frozen():
             target = self.unet(zt, t, anchor).sample

@@ -58,6 +58,9 @@ class AdvAnchor(ErasureMethod):
         preservation_weight: float = 10.0,
         ddim_steps: int = 50,
         paper_grad_accumulation: bool = False,
+        mask: str = "none",
+        mask_ratio: float = 0.5,
+        retain: list[str] | None = None,
     ):
         """
         Args:
@@ -72,10 +75,9 @@ class AdvAnchor(ErasureMethod):
             preservation_weight: lambda, weight of the neutral prompt's preservation term.
             ddim_steps: timesteps are drawn from one of this many equal bins, as in the official code.
             paper_grad_accumulation: never zero gradients, as the published scripts do (off = clean).
+            mask, mask_ratio, retain: the weight-saliency mask and the retained prompts (`ErasureMethod`).
         """
-        super().__init__(
-            concepts=concepts, pretrained=pretrained, trainable=trainable, lora=lora, lr=lr, ddim_steps=ddim_steps
-        )
+        super().__init__(concepts, pretrained, trainable, lora, lr, ddim_steps, mask, mask_ratio, retain)
         self.prompts = prompts or PromptOptions()
         self.anchor = anchor or AnchorOptions()
         self.attributes = attributes or {}
@@ -102,7 +104,8 @@ class AdvAnchor(ErasureMethod):
         )
 
     def summary(self) -> dict:
-        return {"strategy": self.anchor.strategy, "delta_norms": [float(d.detach().norm()) for d in self.deltas]}
+        norms = [float(d.detach().norm()) for d in self.deltas]
+        return {**super().summary(), "strategy": self.anchor.strategy, "delta_norms": norms}
 
     def erase_prompt(self, concept: str) -> str:
         return self.prompts.erase.format(concept=concept)
@@ -181,7 +184,7 @@ class AdvAnchor(ErasureMethod):
         opt_unet = self.optimizers()
         logs = {"alignment": 0.0, "preservation": 0.0, "anchor_loss": 0.0, "inner_steps": 0.0}
         for z0, label in zip(latents, labels.tolist()):
-            zt, t = self.noised(z0.unsqueeze(0).to(self.unet.device, self.unet.dtype))  # (1, C, h, w)
+            zt, t, _ = self.noised(z0.unsqueeze(0).to(self.unet.device, self.unet.dtype))  # (1, C, h, w)
             text = self._concept_text(label)
             eps0, eps_attrs = self._frozen_references(zt, t, text)
             # The sequential and cyclical strategies found delta before training: here it is only read.
@@ -201,6 +204,7 @@ class AdvAnchor(ErasureMethod):
     # --- anchor phases of the sequential and cyclical strategies ------------------------------------
 
     def on_train_start(self) -> None:
+        super().on_train_start()  # the weight-saliency mask, ranked on the original weights
         if self.anchor.strategy == "interleaved":
             return
         passes, steps = (1, self.anchor.max_inner_steps)
@@ -210,7 +214,7 @@ class AdvAnchor(ErasureMethod):
         for _ in tqdm(range(passes), desc=f"{self.anchor.strategy} anchor passes", disable=passes == 1):
             for z0, label in tqdm(loader, desc="anchor", leave=False):
                 label = int(label)
-                zt, t = self.noised(z0.to(self.unet.device, self.unet.dtype))
+                zt, t, _ = self.noised(z0.to(self.unet.device, self.unet.dtype))
                 eps0, eps_attrs = self._frozen_references(zt, t, self._concept_text(label))
                 self._optimise_anchor(label, zt, t, eps0, eps_attrs, steps)
 

@@ -1,9 +1,10 @@
 """`ErasureMethod`: what every erasure method shares, and the registry that names them.
 
-A method subclasses `ErasureMethod`, sets `name` and `paper`, and overrides only what is its own:
-`prepare()` (state built once the pipeline is attached), `erase_prompt()`, `item_loss()` (or a whole
-`training_step()`) and `summary()`. Loading, the trained set or LoRA, the frozen view, the timestep
-draw, the optimiser and export live here; data, evaluation, logging and the run folder live outside.
+A method subclasses `ErasureMethod`, sets `name`, `paper` and `trains_on`, and overrides only what is
+its own: `prepare()` (state built once the pipeline is attached), `erase_prompt()`, `item_loss()` (or
+a whole `training_step()`) and `summary()`. Loading, the trained set or LoRA, the frozen view, the
+timestep draw, the weight-saliency masks, the optimiser and export live here; data, evaluation, logging
+and the run folder live outside.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ import pytorch_lightning as pl
 import torch
 
 from .. import export
+from ..losses import denoising
+from ..masks import check_mask, layer_sparsity, mask_sparsity, rbm_mask, salun_mask
 from ..models import ADAPTER, TRAINABLE_SETS, FrozenView, LoraOptions, add_lora, load_pipeline, trainable_parameters
 from ..text import encode, word_ids
 
 METHODS: dict[str, type[ErasureMethod]] = {}
+TRAINS_ON = ("concept", "retained", "none")
 
 
 def ddim_bin_timestep(num_train_timesteps: int, bins: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -34,13 +38,17 @@ class ErasureMethod(pl.LightningModule):
 
     name: ClassVar[str] = ""  # the registry key: `--method`, `erase(..., method=...)`
     paper: ClassVar[str] = ""  # citation shown in the methods table
-    uses_images: ClassVar[bool] = True  # whether the data module makes concept images (ESD samples its own)
+    # The images a step sees: the concept's ("concept"), the other concepts' ("retained"), or none (ESD
+    # samples its own latents).
+    trains_on: ClassVar[str] = "concept"
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         name = cls.__dict__.get("name")
         if not name:
             return
+        if cls.trains_on not in TRAINS_ON:
+            raise TypeError(f"{cls.__qualname__}.trains_on is {cls.trains_on!r}; use one of: {', '.join(TRAINS_ON)}")
         if name in METHODS:
             raise TypeError(f"method name {name!r} is taken by {METHODS[name].__qualname__}; pick another `name`")
         METHODS[name] = cls
@@ -53,6 +61,9 @@ class ErasureMethod(pl.LightningModule):
         lora: LoraOptions | None = None,
         lr: float = 1e-5,
         ddim_steps: int = 50,
+        mask: str = "none",
+        mask_ratio: float = 0.5,
+        retain: list[str] | None = None,
     ):
         """
         Args:
@@ -62,6 +73,11 @@ class ErasureMethod(pl.LightningModule):
             lora: adapter settings when trainable is "lora".
             lr: learning rate of the UNet parameters.
             ddim_steps: timesteps are drawn from one of this many equal bins, as in the official code.
+            mask: weight-saliency mask computed once before training: none, salun (from the concept's
+                images) or rbm (from the retained images); see `advanchor.masks`.
+            mask_ratio: the mask's sparsity, the share of the trained weights held out of the update.
+            retain: prompts of the retained data (FT's training data, RBM's saliency); default on the toy
+                model: the erase prompt of every other toy-world concept.
         """
         super().__init__()
         self.automatic_optimization = False
@@ -71,6 +87,12 @@ class ErasureMethod(pl.LightningModule):
         self.pretrained, self.trainable = pretrained, trainable
         self.lora_options = lora or LoraOptions()
         self.lr, self.ddim_steps = lr, ddim_steps
+        check_mask(mask, mask_ratio)
+        if mask != "none" and trainable == "lora":
+            raise ValueError(f"mask {mask!r} ranks UNet weights; choose a trainable set of them (attn2, ...), not lora")
+        self.mask, self.mask_ratio = mask, mask_ratio
+        self.retain = None if retain is None else list(retain)
+        self.masks: dict[str, torch.Tensor] = {}
         self._pipe = None
         self._encoded: dict[tuple[str, ...], torch.Tensor] = {}
 
@@ -115,9 +137,33 @@ class ErasureMethod(pl.LightningModule):
         """The prompt whose images show `concept`: the concept images are generated from it."""
         raise NotImplementedError(f"{type(self).__name__} does not define erase_prompt()")
 
+    def retained_prompts(self) -> list[str]:
+        """The retained data's prompts: `retain`, or on the toy model the erase prompt of every other
+        shape, colour and style, so that every word the model knows but the erased ones is trained."""
+        if self.retain is not None:
+            return self.retain
+        from ..evaluate.run import is_toy_path
+        from ..toyworld.vocab import COLORS, SHAPES, STYLES
+
+        words = SHAPES + COLORS + STYLES
+        if not is_toy_path(self.pretrained) or not set(self.concepts) <= set(words):
+            raise ValueError(
+                f"no retained prompts for {self.concepts}: set model.retain (the default covers the toy model only)"
+            )
+        return [self.erase_prompt(c) for c in words if c not in self.concepts]
+
     def summary(self) -> dict:
-        """Method-specific figures for metrics.json, read after training."""
-        return {}
+        """Figures for metrics.json, read after training; a method adds its own to these."""
+        if not self.masks:
+            return {}
+        return {
+            "mask": {
+                "kind": self.mask,
+                "ratio": self.mask_ratio,
+                "sparsity": mask_sparsity(self.masks),
+                "per_layer": layer_sparsity(self.masks),
+            }
+        }
 
     # --- shared pieces of a training step -----------------------------------------------------------
 
@@ -133,10 +179,53 @@ class ErasureMethod(pl.LightningModule):
     def sample_timestep(self) -> torch.Tensor:
         return ddim_bin_timestep(self.noise_scheduler.config.num_train_timesteps, self.ddim_steps, self.unet.device)
 
-    def noised(self, z0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """z_t = q_sample(z_0, t) at a drawn t, and t."""
+    def noised(self, z0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z_t = q_sample(z_0, t) at a drawn t, t, and the noise drawn."""
         t = self.sample_timestep()
-        return self.noise_scheduler.add_noise(z0, torch.randn_like(z0), t), t
+        noise = torch.randn_like(z0)
+        return self.noise_scheduler.add_noise(z0, noise, t), t, noise
+
+    def denoising_loss(self, z0: torch.Tensor, prompt: str) -> torch.Tensor:
+        """The usual diffusion loss of one image (C, h, w) under `prompt`, at a drawn timestep."""
+        zt, t, noise = self.noised(z0.unsqueeze(0).to(self.unet.device, self.unet.dtype))  # (1, C, h, w)
+        return denoising(self.unet(zt, t, self.encoded(prompt)).sample, noise)
+
+    # --- weight-saliency masks -----------------------------------------------------------------------
+
+    def on_train_start(self) -> None:
+        if self.mask != "none" and not self.masks:
+            self.build_mask(self.trainer.datamodule)
+
+    def saliency(self, items: list[tuple[torch.Tensor, str]]) -> dict[str, torch.Tensor]:
+        """Sum over (z_0, prompt) items of the denoising loss's gradient in every trained weight (SalUn's
+        `generate_mask`: the gradient of the plain diffusion loss at the pretrained weights)."""
+        names = list(self.trained)
+        total = {n: torch.zeros_like(p) for n, p in self.trained.items()}
+        for z0, prompt in items:
+            grads = torch.autograd.grad(self.denoising_loss(z0, prompt), [self.trained[n] for n in names])
+            for n, g in zip(names, grads):
+                total[n] += g
+        return total
+
+    def build_mask(self, data) -> None:
+        """Rank the trained weights once, from `data`'s concept (SalUn) or retained (RBM) images; keep the
+        update to the mask with gradient hooks; RBM also zeroes the weights it holds out."""
+        if self.mask == "salun":
+            prompts, latents = [self.erase_prompt(c) for c in self.concepts], data.latents("concept")
+        else:
+            prompts, latents = self.retained_prompts(), data.latents("retained")
+        items = [latents[i] for i in range(len(latents))]
+        grads = self.saliency([(z, prompts[int(label)]) for z, label in items])
+        if self.mask == "salun":
+            self.masks = salun_mask(grads, self.mask_ratio)
+        else:
+            self.masks = rbm_mask(grads, self.mask_ratio)
+            with torch.no_grad():
+                for name, keep in self.masks.items():
+                    self.trained[name].mul_(keep)
+        for name, keep in self.masks.items():
+            # Zero gradients outside the mask: Adam's moments then stay zero there, so those weights never move.
+            self.trained[name].register_hook(lambda grad, keep=keep: grad * keep)
 
     def item_loss(self, z0: torch.Tensor | None, label: int) -> tuple[torch.Tensor, dict[str, float]]:
         """The loss of one concept image (None for methods without images) and the figures to log."""
@@ -170,3 +259,7 @@ class ErasureMethod(pl.LightningModule):
                 export.save_kohya_lora(self.unet, directory / "kohya_lora.safetensors", adapter_name=ADAPTER)
         else:
             export.save_unet_delta(self.unet, self.frozen.originals, directory / "unet_delta.safetensors")
+        if self.masks:
+            export.save_mask(
+                self.masks, directory / "mask.safetensors", {"kind": self.mask, "ratio": str(self.mask_ratio)}
+            )

@@ -18,7 +18,7 @@ class ESD(ErasureMethod):
 
     name = "esd"
     paper = "Gandikota et al. 2023, Erasing Concepts from Diffusion Models, arXiv 2303.07345"
-    uses_images = False
+    trains_on = "none"
 
     def __init__(self, prompt: str = "{concept}", eta: float = 1.0, guidance_scale: float = 3.0, **kwargs):
         """

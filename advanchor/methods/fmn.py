@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import torch
 
 from ..losses import attention_mass
-from ..text import token_positions
+from ..text import token_positions, tokenize
 from .base import ErasureMethod
 
 
@@ -26,18 +26,28 @@ class ForgetMeNot(ErasureMethod):
     name = "fmn"
     paper = "Zhang et al. 2023, Forget-Me-Not: Learning to Forget in Text-to-Image Diffusion Models, arXiv 2303.17591"
 
-    def __init__(self, prompt: str = "{concept}", **kwargs):
+    def __init__(self, prompt: str = "{concept}", use_pooler: bool = False, **kwargs):
         """
         Args:
             prompt: template of the concept's prompt, whose images are generated and noised.
+            use_pooler: also re-steer attention away from the prompt's end-of-text token, which the
+                causal text encoder makes a summary of the whole prompt (the authors' `use_pooler`).
             **kwargs: as for every method (`ErasureMethod`).
         """
         super().__init__(**kwargs)
-        self.prompt = prompt
+        self.prompt, self.use_pooler = prompt, use_pooler
 
     def prepare(self) -> None:
-        self.positions = [token_positions(self.tokenizer, self.erase_prompt(c), c) for c in self.concepts]
+        self.positions = [self._positions(self.erase_prompt(c), c) for c in self.concepts]
         self.cross_attention = [m for n, m in self.unet.named_modules() if n.endswith("attn2")]
+
+    def _positions(self, prompt: str, concept: str) -> list[int]:
+        """The concept's token positions in `prompt`, and with `use_pooler` its first end-of-text token's."""
+        positions = token_positions(self.tokenizer, prompt, concept)
+        if self.use_pooler:
+            ids = tokenize(self.tokenizer, [prompt])[0].tolist()
+            positions.append(ids.index(self.tokenizer.eos_token_id))
+        return positions
 
     def erase_prompt(self, concept: str) -> str:
         return self.prompt.format(concept=concept)
@@ -61,7 +71,7 @@ class ForgetMeNot(ErasureMethod):
                 handle.remove()
 
     def item_loss(self, z0: torch.Tensor, label: int) -> tuple[torch.Tensor, dict[str, float]]:
-        zt, t = self.noised(z0.unsqueeze(0).to(self.unet.device, self.unet.dtype))  # (1, C, h, w)
+        zt, t, _ = self.noised(z0.unsqueeze(0).to(self.unet.device, self.unet.dtype))  # (1, C, h, w)
         with self.recorded_attention() as probs:
             self.unet(zt, t, self.encoded(self.erase_prompt(self.concepts[label])))
         loss = attention_mass(probs, self.positions[label])

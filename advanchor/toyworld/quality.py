@@ -77,9 +77,11 @@ def probe_images(
     seeds: int,
     guidance_scale: float = GUIDANCE_SCALE,
     steps: int = STEPS,
+    first_seed: int = 0,
 ) -> torch.Tensor:
-    """Every probe's images at seeds 0..seeds-1, probe-major: (len(items) * seeds, 3, H, W)."""
-    return generate(pipe, [p.prompt for p in items], list(range(seeds)), guidance_scale, steps, desc="generating")
+    """Every probe's images at seeds first_seed..first_seed+seeds-1, probe-major: (len(items) * seeds, 3, H, W)."""
+    seed_list = list(range(first_seed, first_seed + seeds))
+    return generate(pipe, [p.prompt for p in items], seed_list, guidance_scale, steps, desc="generating")
 
 
 def read_probes(classifier: Classifier, images: torch.Tensor, seeds: int) -> list[list[dict]]:
