@@ -105,10 +105,14 @@ def fit(
         metrics["before"] = _evaluate(module, evaluation, edited=False)
         grids["grid_before"] = _grid(module, guidance, grid_steps)
     start = time.time()
-    trainer.fit(module, datamodule=datamodule)
-    metrics["train_time_s"] = round(time.time() - start, 2)
-    metrics["steps"] = trainer.global_step
-    metrics["final"] = {k.removeprefix("train/"): float(v) for k, v in trainer.callback_metrics.items()}
+    if module.trains:
+        trainer.fit(module, datamodule=datamodule)
+        metrics["train_time_s"] = round(time.time() - start, 2)
+        metrics["steps"] = trainer.global_step
+        metrics["final"] = {k.removeprefix("train/"): float(v) for k, v in trainer.callback_metrics.items()}
+    else:
+        module.edit()
+        metrics["edit_time_s"] = round(time.time() - start, 2)
     metrics.update(module.summary())
     module.unet.eval()
     # A Trainer precision such as 64-true converts the LightningModule (UNet, text encoder), not the VAE.
@@ -131,7 +135,7 @@ def evaluation_table(metrics: dict) -> tuple[list[str], list[list]]:
 
 
 def _log_summary(trainer: pl.Trainer, metrics: dict, grids: dict) -> None:
-    flat = {"final/train_time_s": metrics["train_time_s"]}
+    flat = {f"final/{k}": metrics[k] for k in ("train_time_s", "edit_time_s") if k in metrics}
     for when in ("before", "after"):
         for concept, report in metrics.get(when, {}).items():
             flat.update({f"{when}/{concept}/{k}": v for k, v in report.items() if isinstance(v, float)})

@@ -85,19 +85,41 @@ def _lora_config(unet: torch.nn.Module, adapter_name: str) -> LoraConfig:
     return configs[adapter_name]
 
 
-def save_lora(unet: UNet2DConditionModel, directory: str | os.PathLike, adapter_name: str = "default") -> Path:
-    """Write the UNet's LoRA adapter as a diffusers LoRA directory that `pipe.load_lora_weights` reads; returns it."""
-    config = _lora_config(unet, adapter_name)
+def _write_lora(state: dict[str, torch.Tensor], config: LoraConfig, directory: Path) -> Path:
     directory = Path(directory)
     _check_replaceable(directory)
     with staged_dir(directory) as tmp:
         StableDiffusionPipeline.save_lora_weights(
             tmp,
-            unet_lora_layers=get_peft_model_state_dict(unet, adapter_name=adapter_name),
+            unet_lora_layers=state,
             # Without the config diffusers sets lora_alpha to the rank on load, rescaling the edit by r / alpha.
             unet_lora_adapter_metadata=config.to_dict(),
         )
     return directory
+
+
+def save_lora(unet: UNet2DConditionModel, directory: str | os.PathLike, adapter_name: str = "default") -> Path:
+    """Write the UNet's LoRA adapter as a diffusers LoRA directory that `pipe.load_lora_weights` reads; returns it."""
+    config = _lora_config(unet, adapter_name)
+    return _write_lora(get_peft_model_state_dict(unet, adapter_name=adapter_name), config, Path(directory))
+
+
+def save_factored_lora(factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]], directory: str | os.PathLike) -> Path:
+    """Write weight edits given as factors (parameter name -> (B (out, r), A (r, in)), W - W0 = B A, one r for
+    all) as a diffusers LoRA directory with alpha = r, so that `load_lora_weights` adds exactly B A."""
+    if not factors:
+        raise ValueError("no factors to write; the edit is empty")
+    ranks = {a.shape[0] for _, a in factors.values()}
+    if len(ranks) != 1:
+        raise ValueError(f"every factor pair needs the same rank, got {sorted(ranks)}")
+    rank = ranks.pop()
+    state = {}
+    for name, (b, a) in factors.items():
+        module = name.removesuffix(".weight")
+        state[f"{module}.lora_A.weight"] = a.detach().float().cpu().contiguous()
+        state[f"{module}.lora_B.weight"] = b.detach().float().cpu().contiguous()
+    modules = [name.removesuffix(".weight") for name in factors]
+    return _write_lora(state, LoraConfig(r=rank, lora_alpha=rank, target_modules=modules), Path(directory))
 
 
 def _kohya_tensors(unet: torch.nn.Module, adapter_name: str) -> dict[str, torch.Tensor]:

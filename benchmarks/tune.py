@@ -6,7 +6,7 @@
 Each cell runs `python train.py --method M` with the cell's overrides and the evaluation moved to seeds
 first_seed..first_seed+seeds-1, so that the tuning never reads the seeds that README reports (0..7).
 A cell's run folder is <out>/<cell>; the table (erased, paraphrase, retained, neighbour accuracy,
-fidelity, training seconds) is printed and written to <out>/results.csv.
+fidelity, training or edit seconds) is printed and written to <out>/results.csv.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import csv
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,13 +26,14 @@ COLUMNS = ("erased_accuracy", "paraphrase_erased_accuracy", "retained_accuracy",
 
 
 def cells(grids: list[str]) -> list[dict[str, str]]:
-    """Every combination of `key=v1,v2,...` grids, as {key: value}."""
+    """Every combination of `key=v1,v2,...` grids, as {key: value}; a value may be a [list]."""
     axes = []
     for grid in grids:
         key, sep, values = grid.partition("=")
         if not sep or not values:
             raise SystemExit(f"error: --grid {grid!r} is not key=v1,v2,...; e.g. --grid model.lr=1e-4,1e-3")
-        axes.append([(key, v) for v in values.split(",")])
+        # Commas inside [...] belong to a list value: model.preserve=[a,b],[c] is two values.
+        axes.append([(key, v) for v in re.split(r",(?![^\[]*\])", values)])
     return [dict(combo) for combo in itertools.product(*axes)]
 
 
@@ -56,7 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", default="advanchor")
     parser.add_argument("--out", type=Path, required=True, help="folder of the cells' runs and results.csv")
-    parser.add_argument("--grid", action="append", default=[], help="key=v1,v2,... (repeatable)")
+    parser.add_argument(
+        "--grid", action="append", default=[], help="key=v1,v2,... (repeatable; a value may be a [list])"
+    )
     parser.add_argument("--set", action="append", default=[], help="key=value applied to every cell (repeatable)")
     parser.add_argument("--seeds", type=int, default=4, help="evaluation seeds per prompt (default 4)")
     parser.add_argument("--first-seed", type=int, default=100, help="first evaluation seed (default 100)")
@@ -67,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
         name = cell_name(cell)
         metrics = run_cell(args.method, cell, args.out / name, args.seeds, args.first_seed, extra)
         after = next(iter(metrics["after"].values()))
-        rows.append({"cell": name, **{c: after.get(c) for c in COLUMNS}, "train_time_s": metrics["train_time_s"]})
+        seconds = metrics.get("train_time_s", metrics.get("edit_time_s"))
+        rows.append({"cell": name, **{c: after.get(c) for c in COLUMNS}, "seconds": seconds})
         print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()), flush=True)
     with open(args.out / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -19,5 +19,6 @@ def test_grid_cells_and_names():
     cells = tune.cells(["model.lr=1e-4,1e-3", "model.mask=rbm"])
     assert cells == [{"model.lr": "1e-4", "model.mask": "rbm"}, {"model.lr": "1e-3", "model.mask": "rbm"}]
     assert tune.cell_name(cells[0]) == "lr=1e-4_mask=rbm"
+    assert tune.cells(["model.preserve=[a,b],[c]"]) == [{"model.preserve": "[a,b]"}, {"model.preserve": "[c]"}]
     with pytest.raises(SystemExit, match="--grid 'model.lr' is not key=v1,v2"):
         tune.cells(["model.lr"])

@@ -6,6 +6,7 @@ from .base import METHODS, ErasureMethod
 from .esd import ESD
 from .fmn import ForgetMeNot
 from .ft import FineTune
+from .uce import UCE
 
 
 def method_class(name: str) -> type[ErasureMethod]:
@@ -24,6 +25,7 @@ __all__ = [
     "FineTune",
     "ForgetMeNot",
     "PromptOptions",
+    "UCE",
     "Unlearner",
     "method_class",
 ]

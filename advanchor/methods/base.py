@@ -2,9 +2,9 @@
 
 A method subclasses `ErasureMethod`, sets `name`, `paper` and `trains_on`, and overrides only what is
 its own: `prepare()` (state built once the pipeline is attached), `erase_prompt()`, `item_loss()` (or
-a whole `training_step()`) and `summary()`. Loading, the trained set or LoRA, the frozen view, the
-timestep draw, the weight-saliency masks, the optimiser and export live here; data, evaluation, logging
-and the run folder live outside.
+a whole `training_step()`; or, with `trains = False`, a training-free `edit()`) and `summary()`.
+Loading, the trained set or LoRA, the frozen view, the timestep draw, the weight-saliency masks, the
+optimiser and export live here; data, evaluation, logging and the run folder live outside.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ class ErasureMethod(pl.LightningModule):
     # The images a step sees: the concept's ("concept"), the other concepts' ("retained"), or none (ESD
     # samples its own latents).
     trains_on: ClassVar[str] = "concept"
+    # Training-free editors (UCE) set this False and override `edit()` instead of a training step.
+    trains: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -226,6 +228,10 @@ class ErasureMethod(pl.LightningModule):
         for name, keep in self.masks.items():
             # Zero gradients outside the mask: Adam's moments then stay zero there, so those weights never move.
             self.trained[name].register_hook(lambda grad, keep=keep: grad * keep)
+
+    def edit(self) -> None:
+        """A training-free editor's whole edit, in place, once the pipeline is attached."""
+        raise NotImplementedError(f"{type(self).__name__} trains; it has no training-free edit()")
 
     def item_loss(self, z0: torch.Tensor | None, label: int) -> tuple[torch.Tensor, dict[str, float]]:
         """The loss of one concept image (None for methods without images) and the figures to log."""
