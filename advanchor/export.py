@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterable, Iterator, Mapping
@@ -196,6 +197,38 @@ def save_unet_delta(unet: torch.nn.Module, originals: Mapping[str, torch.Tensor]
     return path
 
 
+def save_sparse_delta(
+    unet: torch.nn.Module, originals: Mapping[str, torch.Tensor], path: str | os.PathLike
+) -> tuple[Path, int]:
+    """Write `param - original` keeping only its nonzero entries (flat indices and values), for edits that
+    touch few weights (ConceptPrune); `load_unet_delta` reads it like a dense delta. Returns the path
+    and the number of entries stored."""
+    params = dict(unet.named_parameters())
+    _check_names(originals, params, "originals")
+    tensors, shapes = {}, {}
+    for name, original in originals.items():
+        delta = (params[name].detach().float().cpu() - original.detach().float().cpu()).flatten()
+        index = delta.nonzero().flatten()
+        tensors[f"{name}.indices"] = index.contiguous()
+        tensors[f"{name}.values"] = delta[index].contiguous()
+        shapes[name] = list(original.shape)
+    path = Path(path)
+    metadata = {"format": DELTA_FORMAT, "version": DELTA_VERSION, "layout": "sparse", "shapes": json.dumps(shapes)}
+    with _staged_file(path) as tmp:
+        safetensors.torch.save_file(tensors, tmp, metadata=metadata)
+    return path, sum(t.numel() for n, t in tensors.items() if n.endswith(".indices"))
+
+
+def _dense(tensors: dict[str, torch.Tensor], shapes: dict[str, list[int]]) -> dict[str, torch.Tensor]:
+    """The dense deltas of a sparse file's (indices, values) pairs."""
+    deltas = {}
+    for name, shape in shapes.items():
+        delta = torch.zeros(shape).flatten()
+        delta[tensors[f"{name}.indices"]] = tensors[f"{name}.values"]
+        deltas[name] = delta.view(shape)
+    return deltas
+
+
 def save_mask(masks: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> Path:
     """Write a weight-saliency mask (name -> bool tensor, True = updated) as safetensors; `load_mask` reads it."""
     path = Path(path)
@@ -238,6 +271,8 @@ def read_delta(path: Path) -> dict[str, torch.Tensor]:
             f"{path} is UNet delta version {metadata.get('version')!r}, this code reads {DELTA_VERSION!r}; "
             "load it with the advanchor version that wrote it"
         )
+    if metadata.get("layout") == "sparse":
+        return _dense(tensors, json.loads(metadata["shapes"]))
     return tensors
 
 

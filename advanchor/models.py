@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
-TRAINABLE_SETS = ("attn2", "attn2-kv", "non-attn2", "all", "lora")
+TRAINABLE_SETS = ("attn2", "attn2-kv", "non-attn2", "ff-out", "all", "lora")
 ADAPTER = "advanchor"
 
 
@@ -62,11 +62,13 @@ def _is_attn2(name: str) -> bool:
 
 
 def trainable_parameters(unet: UNet2DConditionModel, trainable: str) -> dict[str, torch.nn.Parameter]:
-    """The parameters of a named set: attn2 (ESD-x), attn2-kv (ESD-x-strict), non-attn2 (ESD-u), all."""
+    """The parameters of a named set: attn2 (ESD-x), attn2-kv (ESD-x-strict), non-attn2 (ESD-u), ff-out (the
+    feed-forward output projections' weights, ConceptPrune's), all."""
     rules = {
         "attn2": _is_attn2,
         "attn2-kv": lambda n: _is_attn2(n) and re.search(r"attn2\.(to_k|to_v)\.", n) is not None,
         "non-attn2": lambda n: not _is_attn2(n),
+        "ff-out": lambda n: n.endswith(".ff.net.2.weight"),
         "all": lambda n: True,
     }
     if trainable not in rules:

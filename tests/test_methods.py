@@ -53,7 +53,10 @@ def test_method_comes_from_the_flag_then_the_configs(tmp_path):
 def test_unknown_method_on_the_command_line_is_a_one_line_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--method=nope", "--print_config"])
-    assert str(exit_info.value) == "error: unknown method 'nope'; available: ac, advanchor, esd, fmn, ft, uce"
+    assert (
+        str(exit_info.value)
+        == "error: unknown method 'nope'; available: ac, advanchor, conceptprune, esd, fmn, ft, uce"
+    )
 
 
 TINY = {

@@ -3,6 +3,7 @@
 from .ac import AblatingConcepts
 from .advanchor import AdvAnchor, PromptOptions, Unlearner
 from .base import METHODS, ErasureMethod
+from .conceptprune import ConceptPrune
 from .esd import ESD
 from .fmn import ForgetMeNot
 from .ft import FineTune
@@ -21,6 +22,7 @@ __all__ = [
     "METHODS",
     "AblatingConcepts",
     "AdvAnchor",
+    "ConceptPrune",
     "ErasureMethod",
     "FineTune",
     "ForgetMeNot",
