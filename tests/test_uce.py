@@ -81,3 +81,29 @@ def test_uce_runs_through_erase_without_training():
         method_class("uce")(concepts=["circle"], trainable="lora")
     with pytest.raises(ValueError, match=r"uce guides name \['star'\]"):
         method_class("uce")(concepts=["circle"], guides={"star": "oval"})
+
+
+def test_several_concepts_with_a_named_guide_solved_in_fp32_on_a_bf16_model():
+    pipe = tiny_pipeline().to(torch.bfloat16)
+    module = method_class("uce")(
+        concepts=["circle", "square"], guides={"square": "oval"}, prompt="a {concept}", preserve=[]
+    ).attach(pipe)
+    module.edit()
+    b, a = next(iter(module.factors.values()))
+    assert b.dtype == a.dtype == torch.float32 and a.shape[0] == 2 * 14  # 14 embeddings per concept
+    assert all(p.dtype == torch.bfloat16 for p in module.trained.values())
+    # bf16 weights hold the fp32 edit to bf16's precision: the reported error says how far.
+    assert 0 < module.summary()["lora_relative_error"] < 2e-2
+
+
+def test_train_py_writes_the_run_folder_for_an_editor(tmp_path):
+    from advanchor.cli import main
+
+    out = main(
+        ["--method", "uce", "--trainer.logger=false", f"--output_dir={tmp_path}", "--run_name=u", "--eval.seeds=1"]
+    )
+    metrics = __import__("json").loads((out / "metrics.json").read_text())
+    assert metrics["method"] == "uce" and metrics["edit_time_s"] < 30
+    assert metrics["after"]["circle"]["erased_accuracy"] <= metrics["before"]["circle"]["erased_accuracy"]
+    for name in ("config.yaml", "grid_before.png", "grid_after.png", "unet_delta.safetensors", "lora"):
+        assert (out / name).exists()

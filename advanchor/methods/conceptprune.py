@@ -54,6 +54,7 @@ class ConceptPrune(ErasureMethod):
         samples: int = 4,
         steps: int = 50,
         guidance_scale: float = 7.5,
+        trainable: str = "ff-out",
         **kwargs,
     ):
         """
@@ -64,10 +65,10 @@ class ConceptPrune(ErasureMethod):
             base: prompts without the concept; default on the toy model its retained prompts.
             samples: seeds per prompt in the recorded sampling runs.
             steps, guidance_scale: of the recorded sampling runs (DDIM as the pipeline's scheduler).
-            **kwargs: as for every method (`ErasureMethod`); the edited set is ff-out.
+            trainable: the edited set, ff-out (the only one ConceptPrune prunes).
+            **kwargs: as for every method (`ErasureMethod`).
         """
-        kwargs.setdefault("trainable", "ff-out")
-        super().__init__(**kwargs)
+        super().__init__(trainable=trainable, **kwargs)
         if self.trainable != "ff-out":
             raise ValueError(f"conceptprune prunes the ff.net.2 weights; set trainable to ff-out, not {self.trainable}")
         if not 0.0 < skill_ratio < 1.0:

@@ -58,6 +58,7 @@ class UCE(ErasureMethod):
         erase_scale: float = 1.0,
         preserve_scale: float = 1.0,
         prompt: str = "{concept}",
+        trainable: str = "attn2-kv",
         **kwargs,
     ):
         """
@@ -68,10 +69,10 @@ class UCE(ErasureMethod):
             lamb: weight of staying at W0 (lambda).
             erase_scale, preserve_scale: weights of the erase and preserve terms (s_e, s_p).
             prompt: template that turns a concept (or guide, or preserved concept) into its text.
-            **kwargs: as for every method (`ErasureMethod`); the edited set is attn2-kv.
+            trainable: the edited set, attn2-kv (the only one UCE edits).
+            **kwargs: as for every method (`ErasureMethod`).
         """
-        kwargs.setdefault("trainable", "attn2-kv")
-        super().__init__(**kwargs)
+        super().__init__(trainable=trainable, **kwargs)
         if self.trainable != "attn2-kv":
             raise ValueError(f"uce edits the attn2 to_k/to_v weights; set trainable to attn2-kv, not {self.trainable}")
         self.guides = dict(guides or {})
