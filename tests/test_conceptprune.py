@@ -14,11 +14,15 @@ def test_selection_on_a_hand_made_case():
     weight = torch.tensor([[1.0, -2.0, 3.0, 0.5], [2.0, 1.0, -1.5, 4.0]])
     concept, base = torch.ones(4), torch.tensor([2.0, 0.1, 0.5, 1.0])
     # Concept scores |W|: row 0 (1, 2, 3, 0.5), row 1 (2, 1, 1.5, 4); base scores |W| * base: row 0
-    # (2, 0.2, 1.5, 0.5), row 1 (4, 0.1, 0.75, 4). The concept wins at columns 1 and 2 in both rows (a tie,
-    # column 3 of row 0, does not count). One column per row (0.25 of 4): the larger concept score, column 2.
-    assert skilled_weights(weight, concept, base, 0.25).tolist() == [[False, False, True, False]] * 2
-    # Three per row: only the two columns where the concept wins can be marked.
-    assert skilled_weights(weight, concept, base, 0.75).tolist() == [[False, True, True, False]] * 2
+    # (2, 0.2, 1.5, 0.5), row 1 (4, 0.1, 0.75, 4). The concept beats the base at columns 1 and 2 only (a
+    # tie, column 3 of row 0, does not count). One column per row (0.25 of 4), the top concept score:
+    # column 2 in row 0 (kept), column 3 in row 1 (dropped: 4 does not beat 4).
+    assert skilled_weights(weight, concept, base, 0.25).tolist() == [[False, False, True, False], [False] * 4]
+    # Three per row: row 0's top three are columns 2, 1, 0 (column 0 loses to the base); row 1's are 3, 0, 2.
+    assert skilled_weights(weight, concept, base, 0.75).tolist() == [
+        [False, True, True, False],
+        [False, False, True, False],
+    ]
 
 
 def _tiny(**kw):
@@ -61,5 +65,6 @@ def test_bad_options_and_the_erase_path():
         steps=4,
         tau=2,
         samples=1,
+        skill_ratio=0.1,
     )
     assert result.metrics["pruned_weights"] > 0 and "edit_time_s" in result.metrics

@@ -17,19 +17,17 @@ CHUNK = 16  # images per recorded sampling call
 def skilled_weights(
     weight: torch.Tensor, concept_norms: torch.Tensor, base_norms: torch.Tensor, skill_ratio: float
 ) -> torch.Tensor:
-    """ConceptPrune's skilled neurons of one layer at one timestep (Chavhan et al. 2024, Sec. 3.2).
-
-    Wanda scores S = |W| * ||X_j||_2 for the concept's and the base prompts' inputs; in every output row,
-    the top `skill_ratio` of the input columns by concept score, among those where it beats the base
-    score. weight: (out, in); norms: (in,). Returns a bool mask (out, in).
+    """ConceptPrune's skilled neurons of one layer at one timestep (Chavhan et al. 2024, Sec. 3.2; the
+    authors' wanda/wanda.py): Wanda scores S = |W| * ||X_j||_2 for the concept's and the base prompts'
+    inputs; in every output row the top `skill_ratio` of the columns by concept score, kept where the
+    concept score beats the base score. weight: (out, in); norms: (in,). Returns a bool mask (out, in).
     """
     concept = weight.abs() * concept_norms  # (out, in)
     stronger = concept > weight.abs() * base_norms
-    count = max(1, int(skill_ratio * weight.shape[1]))
-    ranked = torch.where(stronger, concept, torch.full_like(concept, -1.0))
-    chosen = torch.zeros_like(stronger)
-    chosen.scatter_(1, ranked.topk(count, dim=1).indices, True)
-    return chosen & stronger
+    count = int(skill_ratio * weight.shape[1])
+    top = torch.zeros_like(stronger)
+    top.scatter_(1, concept.topk(count, dim=1).indices, True)
+    return top & stronger
 
 
 class ConceptPrune(ErasureMethod):
@@ -97,6 +95,8 @@ class ConceptPrune(ErasureMethod):
         def record(name):
             def hook(module, args):
                 x = args[0].detach().float().flatten(0, -2)  # (B, N, in) -> (B * N, in)
+                # Unit rows, as the authors' receiver: no token's activation scale dominates the column norms.
+                x = torch.nn.functional.normalize(x, dim=1)
                 sums[name][-1] = x.square().sum(0)
                 sums[""][-1] = torch.tensor(float(x.shape[0]))
 
@@ -112,8 +112,9 @@ class ConceptPrune(ErasureMethod):
 
     @torch.no_grad()
     def _input_norms(self, prompts: list[str]) -> dict[str, torch.Tensor]:
-        """Per trained weight: the inputs' root-mean-square per column at each of the first `tau` steps,
-        over every prompt and seed (RMS, so that prompt sets of different sizes compare): (tau, in)."""
+        """Per trained weight: the column norms of the unit-normalised inputs at each of the first `tau`
+        steps, over every prompt and seed, divided by sqrt(rows): the authors' norms up to one factor,
+        which lets prompt sets of different sizes compare (theirs pair prompts one to one): (tau, in)."""
         totals: dict[str, torch.Tensor] = {}
         rows = torch.zeros(self.tau)
         self.pipe.set_progress_bar_config(disable=True)
