@@ -3,7 +3,7 @@ the linear check of Ding et al. (benchmarks/linear_unlearning.py)."""
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,14 +17,8 @@ from advanchor.masks import check_mask, mask_sparsity, rbm_mask, salun_mask, top
 from advanchor.methods import method_class
 from advanchor.testing import TOY_PROMPTS, tiny_pipeline
 
-
-def _load_benchmark():
-    # benchmarks/ is a folder of scripts, not a package.
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "linear_unlearning.py"
-    spec = importlib.util.spec_from_file_location("linear_unlearning", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny import load_benchmark  # noqa: E402
 
 
 def test_top_fraction_ranks_globally_and_keeps_shapes():
@@ -126,7 +120,7 @@ def test_a_masked_run_moves_only_the_masked_weights_and_saves_the_mask(tmp_path,
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("regime", ["distinct", "overlapping"])
 def test_linear_check_reproduces_the_papers_findings(regime, seed):
-    rows = _load_benchmark().run(regime, seed, n_forget=10, n_retain=20, dim=100, shared=20)
+    rows = load_benchmark("linear_unlearning").run(regime, seed, n_forget=10, n_retain=20, dim=100, shared=20)
     pre, gold, ft, rbm = rows["pretrained"], rows["golden"], rows["FT"], rows["FT+RBM"]
     # FT fits the retained data but keeps the pretrained fit of the forgetting data, unlike the golden model.
     assert ft["retained_loss"] < 1e-20

@@ -1,21 +1,16 @@
 """benchmarks/tune.py: the grid it expands and its one-line error for a malformed grid."""
 
-import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
 
-
-def _tune():
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "tune.py"
-    spec = importlib.util.spec_from_file_location("tune", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny import load_benchmark  # noqa: E402
 
 
 def test_grid_cells_and_names():
-    tune = _tune()
+    tune = load_benchmark("tune")
     cells = tune.cells(["model.lr=1e-4,1e-3", "model.mask=rbm"])
     assert cells == [{"model.lr": "1e-4", "model.mask": "rbm"}, {"model.lr": "1e-3", "model.mask": "rbm"}]
     assert tune.cell_name(cells[0]) == "lr=1e-4_mask=rbm"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytorch_lightning as pl
 import torch
 
@@ -11,7 +14,7 @@ from advanchor.methods import AdvAnchor
 from advanchor.models import TRAINABLE_SETS, LoraOptions
 from advanchor.testing import TOY_PROMPTS, tiny_pipeline
 
-__all__ = ["TOY_PROMPTS", "TRAINABLE", "perturb", "tiny_module", "tiny_pipeline", "tiny_run"]
+__all__ = ["TOY_PROMPTS", "TRAINABLE", "load_benchmark", "perturb", "tiny_module", "tiny_pipeline", "tiny_run"]
 
 TRAINABLE = list(TRAINABLE_SETS)
 
@@ -75,3 +78,12 @@ def tiny_run(
     deltas0 = [d.detach().clone() for d in module.deltas]
     trainer.fit(module, datamodule=data)
     return module, before, deltas0[0] if len(deltas0) == 1 else deltas0, trainer
+
+
+def load_benchmark(name: str):
+    """The module of benchmarks/<name>.py: benchmarks/ is a folder of scripts, not a package."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -26,9 +26,13 @@ class FineTune(ErasureMethod):
         super().__init__(**kwargs)
         self.prompt = prompt
 
+    def prepare(self) -> None:
+        # Once, not per step: the list is fixed, and a missing one is an error at attach time.
+        self.retained = self.retained_prompts()
+
     def erase_prompt(self, concept: str) -> str:
         return self.prompt.format(concept=concept)
 
     def item_loss(self, z0: torch.Tensor, label: int) -> tuple[torch.Tensor, dict[str, float]]:
-        loss = self.denoising_loss(z0, self.retained_prompts()[label])
+        loss = self.denoising_loss(z0, self.retained[label])
         return loss, {"denoising": loss.item()}
