@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,12 +87,14 @@ def fit(
     grid_steps: int = 25,
     grid_guidance: float | None = None,
     config: dict | None = None,
+    measure: bool = True,
 ) -> ErasureResult:
     """Train, then measure: losses, wall time and the evaluation (`evaluation`; the toy model always
     after training, and before it unless `evaluation.before` is off; a real model after training when
     `evaluation.prompts` names a prompt CSV).
 
-    `config` (the resolved run configuration) goes to every logger as hyperparameters.
+    `config` (the resolved run configuration) goes to every logger as hyperparameters. `measure=False`
+    skips the evaluation and the grids, for a caller that measures the model itself (the benchmark).
     """
     toy = is_toy_path(module.pretrained)
     evaluation = (evaluation or EvalOptions()).check()
@@ -101,12 +104,17 @@ def fit(
     module.pipe.to(trainer.strategy.root_device)
     metrics: dict = {"method": module.name, "concepts": module.concepts, "trainable": module.trainable}
     grids = {}
-    with module.frozen():
-        metrics["before"] = _evaluate(module, evaluation, edited=False)
-        grids["grid_before"] = _grid(module, guidance, grid_steps)
+    if measure:
+        with module.frozen():
+            metrics["before"] = _evaluate(module, evaluation, edited=False)
+            grids["grid_before"] = _grid(module, guidance, grid_steps)
     start = time.time()
     if module.trains:
-        trainer.fit(module, datamodule=datamodule)
+        with warnings.catch_warnings():
+            # The frozen parts (VAE, text encoder, the UNet's untrained modules) are in eval mode on
+            # purpose: dropout stays off in the frozen reference passes.
+            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+            trainer.fit(module, datamodule=datamodule)
         metrics["train_time_s"] = round(time.time() - start, 2)
         metrics["steps"] = trainer.global_step
         metrics["final"] = {k.removeprefix("train/"): float(v) for k, v in trainer.callback_metrics.items()}
@@ -120,8 +128,9 @@ def fit(
     # the model's modules has to stay in fp32, and the user can do nothing about it.
     if module.pipe.vae.dtype != module.unet.dtype:
         torch.nn.Module.to(module.pipe.vae, dtype=module.unet.dtype)
-    metrics["after"] = _evaluate(module, evaluation, edited=True)
-    grids["grid_after"] = _grid(module, guidance, grid_steps)
+    if measure:
+        metrics["after"] = _evaluate(module, evaluation, edited=True)
+        grids["grid_after"] = _grid(module, guidance, grid_steps)
     _log_summary(trainer, metrics, grids)
     return ErasureResult(metrics=metrics, pipeline=module.pipe, module=module, grids=grids)
 

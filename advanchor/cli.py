@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import sys
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -59,19 +61,33 @@ def selected_method(argv: list[str], config_files: list[str]) -> str:
 def check_inputs(module: ErasureMethod) -> None:
     """Load the model and check what depends on it (concept words, retained prompts) before any work."""
     _ = module.pipe  # loads the pipeline and attaches the method, which checks the concept words
-    if module.trains_on == "retained" or module.mask == "rbm":
+    if module.uses_retained():
         module.retained_prompts()
 
 
-def main(args: list[str] | None = None, default_configs: str | Path | None = None) -> Path:
-    """Without `--config`, the chosen method's `<default_configs>/<method>.yaml` applies when it exists."""
-    argv = sys.argv[1:] if args is None else args
+@dataclass
+class Run:
+    """A parsed and checked train.py run, before any training."""
+
+    cli: AdvAnchorCLI
+    out: Path  # the run folder
+    evaluation: EvalOptions
+    export: ExportOptions
+    config_yaml: str  # the resolved configuration
+
+
+def build(argv: list[str], default_configs: str | Path | None = None) -> Run:
+    """Parse `argv` as train.py does and check the inputs (loads the model); raises ValueError or
+    FileNotFoundError on bad input. Without `--config`, `<default_configs>/<method>.yaml` applies."""
     own_configs = _flag_values(argv, "--config")
-    try:
-        method = selected_method(argv, own_configs)
-        cls = method_class(method)
-        default = Path(default_configs) / f"{method}.yaml" if default_configs else None
-        defaults = [str(default)] if default and default.is_file() and not own_configs else []
+    method = selected_method(argv, own_configs)
+    cls = method_class(method)
+    default = Path(default_configs) / f"{method}.yaml" if default_configs else None
+    defaults = [str(default)] if default and default.is_file() and not own_configs else []
+    with warnings.catch_warnings():
+        # `args` is always given on purpose (train.py's own argv, or a benchmark cell's), which Lightning
+        # warns about whenever the process also has command-line arguments.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         cli = AdvAnchorCLI(
             cls,
             ConceptData,
@@ -82,15 +98,23 @@ def main(args: list[str] | None = None, default_configs: str | Path | None = Non
             parser_kwargs={"default_config_files": defaults},
             trainer_defaults={"enable_checkpointing": False},
         )
-        config = cli.config
-        config_yaml = cli.parser.dump(config, skip_none=False)
-        out = Path(config.output_dir) / (config.run_name or run_name(method, cli.model.concepts))
-        evaluation = EvalOptions(**{**vars(config.eval), "attack": AttackOptions(**vars(config.eval.attack))}).check()
-        check_inputs(cli.model)
+    config = cli.config
+    out = Path(config.output_dir) / (config.run_name or run_name(method, cli.model.concepts))
+    evaluation = EvalOptions(**{**vars(config.eval), "attack": AttackOptions(**vars(config.eval.attack))}).check()
+    check_inputs(cli.model)
+    return Run(cli, out, evaluation, ExportOptions(**vars(config.export)), cli.parser.dump(config, skip_none=False))
+
+
+def main(args: list[str] | None = None, default_configs: str | Path | None = None) -> Path:
+    """Without `--config`, the chosen method's `<default_configs>/<method>.yaml` applies when it exists."""
+    argv = sys.argv[1:] if args is None else args
+    try:
+        run = build(argv, default_configs)
     except (ValueError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
     # Errors from here on are bugs or failures mid-run, not bad input: they keep their traceback.
-    result = fit(cli.model, cli.datamodule, cli.trainer, evaluation=evaluation, config=config.as_dict())
-    result.save(out, config_yaml=config_yaml, options=ExportOptions(**vars(config.export)))
-    print(f"wrote {out}")
-    return out
+    cli = run.cli
+    result = fit(cli.model, cli.datamodule, cli.trainer, evaluation=run.evaluation, config=cli.config.as_dict())
+    result.save(run.out, config_yaml=run.config_yaml, options=run.export)
+    print(f"wrote {run.out}")
+    return run.out

@@ -27,7 +27,7 @@ Target = TypeVar("Target", StableDiffusionPipeline, UNet2DConditionModel)
 
 
 @contextmanager
-def _staged_file(path: Path) -> Iterator[Path]:
+def staged_file(path: Path) -> Iterator[Path]:
     """Yield a temporary sibling of `path` that replaces `path` on success and is removed on failure."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -36,6 +36,14 @@ def _staged_file(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Write a whole file under a temporary name and rename it: a reader finds the old file or the new one."""
+    path = Path(path)
+    with staged_file(path) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
 
 
 @contextmanager
@@ -154,7 +162,7 @@ def save_kohya_lora(unet: UNet2DConditionModel, path: str | os.PathLike, adapter
     _lora_config(unet, adapter_name)
     tensors = _kohya_tensors(unet, adapter_name)
     path = Path(path)
-    with _staged_file(path) as tmp:
+    with staged_file(path) as tmp:
         safetensors.torch.save_file(tensors, tmp, metadata={"format": "pt"})
     return path
 
@@ -192,7 +200,7 @@ def save_unet_delta(unet: torch.nn.Module, originals: Mapping[str, torch.Tensor]
         for name, original in originals.items()
     }
     path = Path(path)
-    with _staged_file(path) as tmp:
+    with staged_file(path) as tmp:
         safetensors.torch.save_file(deltas, tmp, metadata={"format": DELTA_FORMAT, "version": DELTA_VERSION})
     return path
 
@@ -214,7 +222,7 @@ def save_sparse_delta(
         shapes[name] = list(original.shape)
     path = Path(path)
     metadata = {"format": DELTA_FORMAT, "version": DELTA_VERSION, "layout": "sparse", "shapes": json.dumps(shapes)}
-    with _staged_file(path) as tmp:
+    with staged_file(path) as tmp:
         safetensors.torch.save_file(tensors, tmp, metadata=metadata)
     return path, sum(t.numel() for n, t in tensors.items() if n.endswith(".indices"))
 
@@ -233,7 +241,7 @@ def save_mask(masks: Mapping[str, torch.Tensor], path: str | os.PathLike, metada
     """Write a weight-saliency mask (name -> bool tensor, True = updated) as safetensors; `load_mask` reads it."""
     path = Path(path)
     tensors = {name: m.detach().bool().cpu().contiguous() for name, m in masks.items()}
-    with _staged_file(path) as tmp:
+    with staged_file(path) as tmp:
         safetensors.torch.save_file(tensors, tmp, metadata={"format": MASK_FORMAT, **metadata})
     return path
 

@@ -22,7 +22,15 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COLUMNS = ("erased_accuracy", "paraphrase_erased_accuracy", "retained_accuracy", "neighbor_accuracy", "fidelity")
+COLUMNS = (
+    "erased_accuracy",
+    "paraphrase_erased_accuracy",
+    "retained_accuracy",
+    "in_domain_accuracy",
+    "cross_domain_accuracy",
+    "neighbor_accuracy",
+    "fidelity",
+)
 
 
 def cells(grids: list[str]) -> list[dict[str, str]]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny import TOY_PROMPTS, tiny_pipeline, tiny_run  # noqa: E402
+from tiny import TOY_PROMPTS, tiny_module, tiny_pipeline, tiny_run  # noqa: E402
 
 from advanchor.methods import Unlearner  # noqa: E402
 from advanchor.models import FrozenView, LoraOptions, add_lora, trainable_parameters  # noqa: E402
@@ -134,3 +134,34 @@ def test_lora_keeps_the_users_adapter_on_and_frozen():
     with FrozenView(unet, params, lora=True)():
         assert torch.allclose(unet_out(unet), given, atol=1e-6), "the frozen view is the model as given"
     assert torch.equal(unet_out(unet), edited)
+
+
+def _retained_drift(module, prompt: str) -> float:
+    """How far the trained UNet's prediction for `prompt` moved from the frozen one, at fixed z_t and t."""
+    g = torch.Generator().manual_seed(3)
+    zt = torch.randn(4, module.unet.config.in_channels, 8, 8, generator=g)
+    t = torch.tensor([100, 300, 500, 700])
+    cond = module.encoded(prompt).expand(4, -1, -1)
+    with torch.no_grad():
+        edited = module.unet(zt, t, cond).sample
+        with module.frozen():
+            original = module.unet(zt, t, cond).sample
+    return float((edited - original).pow(2).mean())
+
+
+def test_retain_term_holds_the_retained_prompts(tmp_path):
+    """AdvAnchor's retain set (DESIGN.md 3): the held prompt drifts less than without the term, same seed."""
+    drift = {}
+    for weight in (0.0, 50.0):
+        module, *_ = tiny_run(tmp_path, steps=6, retain=["a square"], retain_weight=weight)
+        drift[weight] = _retained_drift(module, "a square")
+    assert drift[50.0] < 0.5 * drift[0.0]
+
+
+def test_retain_term_needs_retained_prompts_and_a_valid_weight(tmp_path):
+    with pytest.raises(ValueError, match="retain_weight must be 0 or more"):
+        tiny_module(retain_weight=-1.0)
+    module = tiny_module(retain_weight=1.0, pretrained=str(tmp_path))  # not the toy model: no default retain set
+    assert module.uses_retained()
+    with pytest.raises(ValueError, match="set model.retain"):
+        module.retained_prompts()

@@ -35,6 +35,61 @@ def split_probes(concept: str) -> tuple[list[Probe], list[Probe], list[Probe]]:
     return erased, paraphrased, retained
 
 
+def domain_hits(retained: list[Probe], readings: list[list[dict]], kind: str) -> tuple[list[bool], list[bool]]:
+    """Hits of the retained prompts split by attribute: the erased concept's own domain (`kind`: the
+    other shapes for a shape) and every other domain (UnlearnCanvas's IRA and CRA)."""
+    same = [h for probe, preds in zip(retained, readings) for h in hits(probe, preds, (kind,))]
+    others = tuple(a for a in ("shape", "color", "style") if a != kind)
+    cross = [h for probe, preds in zip(retained, readings) for h in hits(probe, preds, others)]
+    return same, cross
+
+
+def scores(concept: str, readings: dict[str, list[dict]]) -> dict:
+    """The toy metrics of erasing `concept`, from the classifier's readings of each probe prompt
+    (prompt -> one prediction per seed): erased_accuracy (lower is better), paraphrase_erased_accuracy,
+    retained_accuracy (split into in_domain_accuracy and cross_domain_accuracy), neighbor_accuracy,
+    color_accuracy of the erased prompts, and per_concept accuracy of the retained prompts."""
+    kind = concept_kind(concept)
+    erased, paraphrased, retained = split_probes(concept)
+    kept_readings = [readings[p.prompt] for p in retained]
+    shows = [pred[kind] == concept for p in erased for pred in readings[p.prompt]]
+    para_shows = [pred["shape"] == concept for p in paraphrased for pred in readings[p.prompt]]
+    kept = [h for probe, preds in zip(retained, kept_readings) for h in hits(probe, preds)]
+    in_domain, cross_domain = domain_hits(retained, kept_readings, kind)
+    colors = [h for p in erased for h in hits(p, readings[p.prompt], ("color",))]
+    others = per_concept(retained, kept_readings)
+    report = {
+        "concept": concept,
+        "erased_accuracy": _mean(shows),
+        "retained_accuracy": _mean(kept),
+        "in_domain_accuracy": _mean(in_domain),
+        "cross_domain_accuracy": _mean(cross_domain),
+        "per_concept": others,
+    }
+    if paraphrased:
+        report["paraphrase_erased_accuracy"] = _mean(para_shows)
+    if concept in NEIGHBORS:
+        report["neighbor"] = NEIGHBORS[concept]
+        report["neighbor_accuracy"] = others[NEIGHBORS[concept]]
+    if colors:
+        report["color_accuracy"] = _mean(colors)
+    return report
+
+
+def probe_image_map(pipe: StableDiffusionPipeline, items: list[Probe], seeds: int, *args) -> dict[str, torch.Tensor]:
+    """prompt -> its images at `seeds` seeds, (seeds, 3, H, W) each; the other arguments are `probe_images`'s."""
+    images = probe_images(pipe, items, seeds, *args)
+    return {p.prompt: images[i * seeds : (i + 1) * seeds] for i, p in enumerate(items)}
+
+
+def read_image_map(classifier: Classifier, images: dict[str, torch.Tensor]) -> dict[str, list[dict]]:
+    """The classifier's reading of every prompt's images, in one batch."""
+    prompts = list(images)
+    seeds = len(images[prompts[0]])
+    readings = read_probes(classifier, torch.cat([images[p] for p in prompts]), seeds)
+    return dict(zip(prompts, readings))
+
+
 def erasure_metrics(
     pipe: StableDiffusionPipeline,
     classifier: Classifier,
@@ -45,41 +100,26 @@ def erasure_metrics(
     original: Original | None = None,
     attack: AttackOptions | None = None,
     first_seed: int = 0,
+    images: dict[str, torch.Tensor] | None = None,
+    original_images: dict[str, torch.Tensor] | None = None,
 ) -> dict:
-    """erased_accuracy (lower is better), paraphrase_erased_accuracy, retained_accuracy, neighbor_accuracy,
-    color_accuracy of erased prompts, per-concept accuracy of the retained prompts; with `original`
-    also fidelity, pre_asr and post_asr (under `attack`, none by default). Images use seeds
-    first_seed..first_seed+seeds-1: tuning reads other seeds than the reported evaluation."""
-    kind = concept_kind(concept)
+    """`scores` of the edited pipeline at seeds first_seed..first_seed+seeds-1 (tuning reads other seeds
+    than the reported evaluation); with `original` also fidelity, pre_asr and post_asr (under `attack`,
+    none by default). `images` / `original_images` (`probe_image_map`'s) are used instead of generating
+    the edited / original model's images again, as the benchmark does."""
     erased, paraphrased, retained = split_probes(concept)
-    items = erased + paraphrased + retained
-    images = probe_images(pipe, items, seeds, guidance_scale, steps, first_seed)
-    readings = read_probes(classifier, images, seeds)
-    n_e, n_p = len(erased), len(paraphrased)
-    shows = [pred[kind] == concept for preds in readings[:n_e] for pred in preds]
-    para_shows = [pred["shape"] == concept for preds in readings[n_e : n_e + n_p] for pred in preds]
-    kept = [h for probe, preds in zip(retained, readings[n_e + n_p :]) for h in hits(probe, preds)]
-    colors = [h for probe, preds in zip(erased, readings[:n_e]) for h in hits(probe, preds, ("color",))]
-    others = per_concept(retained, readings[n_e + n_p :])
-    report = {
-        "concept": concept,
-        "erased_accuracy": _mean(shows),
-        "retained_accuracy": _mean(kept),
-        "per_concept": others,
-        "settings": {"seeds": seeds, "first_seed": first_seed, "guidance_scale": guidance_scale, "steps": steps},
-    }
-    if paraphrased:
-        report["paraphrase_erased_accuracy"] = _mean(para_shows)
-    if concept in NEIGHBORS:
-        report["neighbor"] = NEIGHBORS[concept]
-        report["neighbor_accuracy"] = others[NEIGHBORS[concept]]
-    if colors:
-        report["color_accuracy"] = _mean(colors)
+    if images is None:
+        images = probe_image_map(pipe, erased + paraphrased + retained, seeds, guidance_scale, steps, first_seed)
+    readings = read_image_map(classifier, images)
+    report = scores(concept, readings)
+    report["settings"] = {"seeds": seeds, "first_seed": first_seed, "guidance_scale": guidance_scale, "steps": steps}
     if original is not None:
-        with original():
-            before = probe_images(pipe, retained, seeds, guidance_scale, steps, first_seed)
-        report["fidelity"] = pixel_distance(before, images[(n_e + n_p) * seeds :])
-        erased_readings = list(zip(erased, readings[:n_e]))
+        if original_images is None:
+            with original():
+                original_images = probe_image_map(pipe, retained, seeds, guidance_scale, steps, first_seed)
+        before = torch.cat([original_images[p.prompt] for p in retained])
+        report["fidelity"] = pixel_distance(before, torch.cat([images[p.prompt] for p in retained]))
+        erased_readings = [(p, readings[p.prompt]) for p in erased]
         report.update(
             robustness(pipe, classifier, concept, erased_readings, original, attack, guidance_scale, steps, first_seed)
         )

@@ -9,7 +9,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..anchors import AnchorOptions, InnerResult, anchor_loss, follow, optimise_delta
-from ..losses import unlearning_loss
+from ..losses import alignment, unlearning_loss
 from ..models import LoraOptions
 from ..text import encode, perturbed_embeddings, token_positions, tokenize
 from .base import ErasureMethod
@@ -56,6 +56,7 @@ class AdvAnchor(ErasureMethod):
         attributes: dict[str, dict[str, float]] | None = None,
         lr: float = 1e-5,
         preservation_weight: float = 10.0,
+        retain_weight: float = 0.0,
         ddim_steps: int = 50,
         paper_grad_accumulation: bool = False,
         mask: str = "none",
@@ -73,6 +74,10 @@ class AdvAnchor(ErasureMethod):
             attributes: per concept, attribute word -> weight w_k (e.g. nudity's body parts).
             lr: learning rate of the UNet parameters.
             preservation_weight: lambda, weight of the neutral prompt's preservation term.
+            retain_weight: weight of a retain set's preservation term (0: AdvAnchor's published form, off):
+                each of `retain`'s prompts held to the frozen model's prediction at the concept image's
+                z_t, as the retain sets of SalUn and MACE (DESIGN.md 3: the lever for a texture's
+                damage to shapes).
             ddim_steps: timesteps are drawn from one of this many equal bins, as in the official code.
             paper_grad_accumulation: never zero gradients, as the published scripts do (off = clean).
             mask, mask_ratio, retain: the weight-saliency mask and the retained prompts (`ErasureMethod`).
@@ -88,7 +93,10 @@ class AdvAnchor(ErasureMethod):
             )
         if not self.anchor.use_concept and not all(self.attributes.get(c) for c in self.concepts):
             raise ValueError("with anchor.use_concept false every concept needs attributes; give some or turn it on")
+        if retain_weight < 0:
+            raise ValueError(f"model.retain_weight must be 0 or more, got {retain_weight}")
         self.preservation_weight = preservation_weight
+        self.retain_weight = retain_weight
         self.paper_grad_accumulation = paper_grad_accumulation
         self._text: dict[int, _ConceptText] = {}
         self._delta_opts: list[torch.optim.Optimizer] | None = None
@@ -151,15 +159,24 @@ class AdvAnchor(ErasureMethod):
 
     # --- one unlearning step ----------------------------------------------------------------------
 
+    def uses_retained(self) -> bool:
+        return super().uses_retained() or self.retain_weight > 0
+
+    def _retain_embeddings(self, text: _ConceptText) -> torch.Tensor:
+        """E(c_r) of the retain set: (R, L, D), R = 0 when the retain term is off."""
+        if self.retain_weight == 0:
+            return text.neutral[:0]
+        return self.encoded(*self.retained_prompts())
+
     def _frozen_references(
         self, zt: torch.Tensor, t: torch.Tensor, text: _ConceptText
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """eps*(z_t, c_0) and eps*(z_t, c_k) for all k in one batched frozen pass."""
-        conds = torch.cat([text.neutral, text.attrs])  # (1 + K, L, D)
-        n = conds.shape[0]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """eps*(z_t, c_0), eps*(z_t, c_k) for all k and eps*(z_t, c_r) for the retain set, in one frozen pass."""
+        conds = torch.cat([text.neutral, text.attrs, self._retain_embeddings(text)])  # (1 + K + R, L, D)
+        n, k = conds.shape[0], text.attrs.shape[0]
         with torch.no_grad(), self.frozen():
-            ref = self.unet(zt.expand(n, -1, -1, -1), t.expand(n), conds).sample  # (1 + K, C, h, w)
-        return ref[:1], ref[1:].unsqueeze(1)  # (1, C, h, w), (K, 1, C, h, w)
+            ref = self.unet(zt.expand(n, -1, -1, -1), t.expand(n), conds).sample  # (1 + K + R, C, h, w)
+        return ref[:1], ref[1 : 1 + k].unsqueeze(1), ref[1 + k :]  # (1, C, h, w), (K, 1, C, h, w), (R, C, h, w)
 
     def _optimise_anchor(
         self, index: int, zt: torch.Tensor, t: torch.Tensor, eps0: torch.Tensor, eps_attrs: torch.Tensor, steps: int
@@ -182,18 +199,21 @@ class AdvAnchor(ErasureMethod):
     def training_step(self, batch, batch_idx):
         latents, labels = batch
         opt_unet = self.optimizers()
-        logs = {"alignment": 0.0, "preservation": 0.0, "anchor_loss": 0.0, "inner_steps": 0.0}
+        logs = {"alignment": 0.0, "preservation": 0.0, "anchor_loss": 0.0, "inner_steps": 0.0, "retain": 0.0}
         for z0, label in zip(latents, labels.tolist()):
             zt, t, _ = self.noised(z0.unsqueeze(0).to(self.unet.device, self.unet.dtype))  # (1, C, h, w)
             text = self._concept_text(label)
-            eps0, eps_attrs = self._frozen_references(zt, t, text)
+            eps0, eps_attrs, eps_retained = self._frozen_references(zt, t, text)
             # The sequential and cyclical strategies found delta before training: here it is only read.
             steps = self.anchor.max_inner_steps if self.anchor.strategy == "interleaved" else 0
             inner = self._optimise_anchor(label, zt, t, eps0, eps_attrs, steps)
-            pred = self.unet(zt.expand(2, -1, -1, -1), t.expand(2), torch.cat([text.erase, text.neutral])).sample
-            loss, align, keep = unlearning_loss(pred[:1], inner.eps_anchor, pred[1:], eps0, self.preservation_weight)
-            self.manual_backward(loss / len(latents))
-            for key, value in zip(logs, (align.item(), keep.item(), inner.loss, inner.steps)):
+            conds = torch.cat([text.erase, text.neutral, self._retain_embeddings(text)])  # (2 + R, L, D)
+            n = conds.shape[0]
+            pred = self.unet(zt.expand(n, -1, -1, -1), t.expand(n), conds).sample  # (2 + R, C, h, w)
+            loss, align, keep = unlearning_loss(pred[:1], inner.eps_anchor, pred[1:2], eps0, self.preservation_weight)
+            held = alignment(pred[2:], eps_retained) if n > 2 else torch.zeros((), device=loss.device)
+            self.manual_backward((loss + self.retain_weight * held) / len(latents))
+            for key, value in zip(logs, (align.item(), keep.item(), inner.loss, inner.steps, held.item())):
                 logs[key] += value / len(latents)
         opt_unet.step()
         if not self.paper_grad_accumulation:
@@ -215,7 +235,7 @@ class AdvAnchor(ErasureMethod):
             for z0, label in tqdm(loader, desc="anchor", leave=False):
                 label = int(label)
                 zt, t, _ = self.noised(z0.to(self.unet.device, self.unet.dtype))
-                eps0, eps_attrs = self._frozen_references(zt, t, self._concept_text(label))
+                eps0, eps_attrs, _ = self._frozen_references(zt, t, self._concept_text(label))
                 self._optimise_anchor(label, zt, t, eps0, eps_attrs, steps)
 
     def _delta_optimizer(self, index: int) -> torch.optim.Optimizer:

@@ -154,6 +154,10 @@ class ErasureMethod(pl.LightningModule):
             )
         return [self.erase_prompt(c) for c in words if c not in self.concepts]
 
+    def uses_retained(self) -> bool:
+        """Whether the method reads `retained_prompts()` (checked before any work by train.py)."""
+        return self.trains_on == "retained" or self.mask == "rbm"
+
     def summary(self) -> dict:
         """Figures for metrics.json, read after training; a method adds its own to these."""
         if not self.masks:
