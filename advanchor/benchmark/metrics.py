@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import math
+from statistics import harmonic_mean  # 0 when any value is 0: a method that erases nothing scores 0
+
+from ..toyworld.quality import _mean
 
 # One results.csv row per cell, in this order.
 COLUMNS = (
@@ -54,17 +56,6 @@ def cell_row(report: dict, original: dict, attacked: bool = False) -> dict:
     }
 
 
-def harmonic_mean(values: list[float]) -> float:
-    """The harmonic mean; 0 when any value is 0 (a method that erases nothing, or keeps nothing, scores 0)."""
-    if any(v <= 0 for v in values):
-        return 0.0
-    return len(values) / sum(1.0 / v for v in values)
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else math.nan
-
-
 def summarize(rows: list[dict]) -> list[dict]:
     """One row per method (in first-seen order): means of UA, IRA and CRA over its cells, IRA and CRA as
     a share of the original model's (mean of the per-cell ratios), the harmonic mean of the three means,
@@ -85,7 +76,7 @@ def summarize(rows: list[dict]) -> list[dict]:
                 "cra": cra,
                 "ira_ratio": _mean(ira_ratios),
                 "cra_ratio": _mean(cra_ratios),
-                "hmean": harmonic_mean([ua, ira, cra]),
+                "hmean": float(harmonic_mean([ua, ira, cra])),
                 "worst_ua": min(c["ua"] for c in cells),
                 "worst_ira_ratio": min(ira_ratios),
                 "worst_cra_ratio": min(cra_ratios),

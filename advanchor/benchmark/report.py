@@ -12,6 +12,7 @@ from pathlib import Path
 from ..export import write_atomic
 from .cells import Cell
 from .metrics import BEST_HIGH, COLUMNS, SUMMARY, original_row, summarize
+from .runner import sample_prompts
 
 MISSING = "–"  # a figure a cell does not have (no paraphrase for a texture, no attack): never an empty cell
 HEADERS = {
@@ -87,13 +88,18 @@ def _figure_png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def scatter_png(rows: list[dict]) -> bytes:
-    """UA against retained accuracy, one point per cell, one colour per method."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on a cluster node or in CI
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def scatter_png(rows: list[dict]) -> bytes:
+    """UA against retained accuracy, one point per cell, one colour per method."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     for method in dict.fromkeys(r["method"] for r in rows):
         cells = [r for r in rows if r["method"] == method]
@@ -113,11 +119,7 @@ def scatter_png(rows: list[dict]) -> bytes:
 
 def heatmap_png(rows: list[dict]) -> bytes:
     """UA per method (rows) and concept (columns), averaged over training seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on a cluster node or in CI
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     methods = list(dict.fromkeys(r["method"] for r in rows))
     concepts = list(dict.fromkeys(r["concept"] for r in rows))
     grid = [[math.nan] * len(concepts) for _ in methods]
@@ -168,8 +170,6 @@ def report_html(
 ) -> str:
     """One page, every image inline: the summary, the plots, every cell, and per concept the original's
     and each method's images at the same prompts and seeds."""
-    from .runner import sample_prompts
-
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>",
