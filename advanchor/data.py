@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,7 +159,8 @@ class ConceptData(pl.LightningDataModule):
         """
         Args:
             generation: how images are generated when no folder is given.
-            image_dirs: concept word (or retained prompt) -> folder of its images, instead of generating them.
+            image_dirs: concept word (its erase prompt where it has several, or a retained prompt) -> folder
+                of its images, instead of generating them.
             cache_dir: where generated images are kept (default ~/.cache/advanchor/concept_images).
             batch_size: images per unlearning step.
             shuffle_seed: seed of the order in which images are visited.
@@ -184,10 +186,13 @@ class ConceptData(pl.LightningDataModule):
         return sorted(needed)
 
     def _prompts(self, kind: str) -> list[tuple[str, str]]:
-        """(image_dirs key, prompt) of each concept, or of each retained prompt, in label order."""
+        """(image_dirs key, prompt) of each concept image set, or of each retained prompt, in label order.
+        A concept's folder is keyed by its word; by the erase prompt when the concept has several."""
         module = self.trainer.lightning_module
         if kind == "concept":
-            return [(c, module.erase_prompt(c)) for c in module.concepts]
+            items = module.erase_items()
+            count = Counter(i for i, _ in items)
+            return [(prompt if count[i] > 1 else module.concepts[i], prompt) for i, prompt in items]
         return [(p, p) for p in module.retained_prompts()]
 
     def _files(self, kind: str) -> list[list[Path]]:

@@ -54,7 +54,8 @@ def run_cell(method: str, cell: dict[str, str], folder: Path, seeds: int, first_
     metrics = folder / "metrics.json"
     if not metrics.is_file():
         argv = [sys.executable, str(ROOT / "train.py"), "--method", method, "--trainer.logger=false"]
-        argv += [f"--{k}={v}" for k, v in cell.items()] + extra
+        # `extra` (--set, --config among them) first, so that the cell's own values override it.
+        argv += extra + [f"--{k}={v}" for k, v in cell.items()]
         argv += [f"--eval.seeds={seeds}", f"--eval.first_seed={first_seed}", "--eval.before=false"]
         argv += ["--trainer.enable_progress_bar=false"]
         argv += [f"--output_dir={folder.parent}", f"--run_name={folder.name}"]

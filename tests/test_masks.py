@@ -77,6 +77,16 @@ def test_retained_prompts_default_to_every_other_toy_concept():
         ft(concepts=["circle"], pretrained="/models/sd14").retained_prompts()
 
 
+def test_retain_prompts_that_name_an_erased_concept_are_dropped():
+    """One retain list serves every texture: the erased one's own prompts leave it, look-alike words stay."""
+    ft = method_class("ft")
+    retain = ["a circle in striped style", "a circle in dotted style", "a stripedfish", "van gogh painting"]
+    kept = ft(concepts=["striped", "van gogh"], retain=retain).retained_prompts()
+    assert kept == ["a circle in dotted style", "a stripedfish"]
+    with pytest.raises(ValueError, match="every model.retain prompt names an erased concept"):
+        ft(concepts=["striped"], retain=["a striped circle"]).retained_prompts()
+
+
 @pytest.mark.parametrize("method", ["ft", "ac", "advanchor"])
 @pytest.mark.parametrize("mask", ["salun", "rbm"])
 def test_a_masked_run_moves_only_the_masked_weights_and_saves_the_mask(tmp_path, method, mask):

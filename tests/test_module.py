@@ -1,6 +1,7 @@
 """The frozen view, the Unlearner on tiny random components, and config parsing."""
 
 import copy
+import re
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tiny import TOY_PROMPTS, tiny_module, tiny_pipeline, tiny_run  # noqa: E402
 
 from advanchor.methods import Unlearner  # noqa: E402
+from advanchor.methods.advanchor import PromptOptions  # noqa: E402
 from advanchor.models import FrozenView, LoraOptions, add_lora, trainable_parameters  # noqa: E402
 from advanchor.text import token_positions  # noqa: E402
 
@@ -165,3 +167,36 @@ def test_retain_term_needs_retained_prompts_and_a_valid_weight(tmp_path):
     assert module.uses_retained()
     with pytest.raises(ValueError, match="set model.retain"):
         module.retained_prompts()
+
+
+def test_contexts_give_one_image_set_per_prompt_and_one_shared_anchor(tmp_path):
+    """`prompts.contexts`: a texture erased on several shapes, each prompt with its own images and
+    token positions, every prompt's anchor moving the concept's single delta."""
+    contexts = PromptOptions(
+        erase="a {concept} {context}", anchor="a {concept} {context}", neutral="", contexts=["circle", "square"]
+    )
+    module, _, delta0, trainer = tiny_run(tmp_path, steps=4, concepts=("striped",), prompts=contexts)
+    assert module.erase_items() == [(0, "a striped circle"), (0, "a striped square")]
+    assert len(module.deltas) == 1 and not torch.equal(module.deltas[0].detach(), delta0)
+    assert module.positions == [[2], [2]]
+    assert sorted(trainer.datamodule.dataset.labels.tolist()) == [0, 0, 1, 1]
+    prompts = sorted(p.read_text() for p in (tmp_path / "cache").rglob("prompt.txt"))
+    assert prompts == ["a striped circle", "a striped square"]
+
+
+@pytest.mark.parametrize(
+    ("prompts", "message"),
+    [
+        (dict(erase="a {concept} {context}"), "prompts.erase holds {context} but model.prompts.contexts is empty"),
+        (dict(anchor="a {concept}", contexts=["circle"]), "prompts.anchor has no {context}"),
+    ],
+)
+def test_contexts_and_templates_must_agree(prompts, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        PromptOptions(**{"erase": "a {concept} {context}", "anchor": "a {concept} {context}", **prompts})
+
+
+def test_a_context_that_repeats_the_concept_is_refused():
+    both = PromptOptions(erase="a {concept} {context}", anchor="a {concept} {context}", contexts=["circle", "striped"])
+    with pytest.raises(ValueError, match="a context must not repeat the concept word"):
+        tiny_module(concepts=("striped",), prompts=both)

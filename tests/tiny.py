@@ -23,10 +23,10 @@ def tiny_module(trainable="attn2", concepts=("circle",), pipe=None, anchor=None,
     """An AdvAnchor attached to a tiny pipeline (LoRA rank 2 when `trainable` is lora)."""
     if trainable == "lora":
         kw.setdefault("lora", LoraOptions(rank=2, alpha=4.0))
+    kw.setdefault("prompts", TOY_PROMPTS)
     return AdvAnchor(
         concepts=list(concepts),
         trainable=trainable,
-        prompts=TOY_PROMPTS,
         lr=1e-3,
         anchor=anchor or AnchorOptions(lr=1e-2, max_inner_steps=3),
         **kw,

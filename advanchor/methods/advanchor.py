@@ -23,17 +23,39 @@ class PromptOptions:
     anchor: str = "{concept}'s painting"  # c_a, perturbed at the concept's tokens
     neutral: str = "painting"  # c_0, preserved
     attribute: str = "{attribute}'s painting"  # c_k
+    # Words put in the erase and anchor templates' `{context}`, one erase prompt (and image set) per
+    # context, all sharing the concept's delta: a style erased on the objects it is drawn on, as
+    # UnlearnCanvas's "{object} in {style} style" prompts. None: one prompt per concept.
+    contexts: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        for field in ("erase", "anchor"):
+            has = "{context}" in getattr(self, field)
+            if has and not self.contexts:
+                raise ValueError(
+                    f"model.prompts.{field} holds {{context}} but model.prompts.contexts is empty; add some"
+                )
+            if self.contexts and not has:
+                raise ValueError(f"model.prompts.contexts is set but model.prompts.{field} has no {{context}}; add it")
+
+    def pairs(self, concept: str) -> list[tuple[str, str]]:
+        """(c_e, c_a) of `concept`, one pair per context."""
+        return [
+            (self.erase.format(concept=concept, context=c), self.anchor.format(concept=concept, context=c))
+            for c in self.contexts or [None]
+        ]
 
 
 @dataclass
 class _ConceptText:
-    """Constant text inputs of one concept, on the UNet's device and in its dtype."""
+    """Constant text inputs of one erase prompt of a concept, on the UNet's device and in its dtype."""
 
     erase: torch.Tensor  # (1, L, D)
     neutral: torch.Tensor  # (1, L, D)
     attrs: torch.Tensor  # (K, L, D)
     weights: torch.Tensor  # (K,)
     anchor_ids: torch.Tensor  # (1, L)
+    concept: int  # index of the concept, and of its delta
 
 
 class AdvAnchor(ErasureMethod):
@@ -104,58 +126,70 @@ class AdvAnchor(ErasureMethod):
     # --- anchors ------------------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """The concept's token positions in its anchor prompt, and one delta per concept."""
-        self.positions = [token_positions(self.tokenizer, self.anchor_prompt(c), c) for c in self.concepts]
+        """The concept's token positions in each of its anchor prompts (one per erase item), and one
+        delta per concept."""
+        self.items = [(i, *pair) for i, c in enumerate(self.concepts) for pair in self.prompts.pairs(c)]
+        self.positions = [token_positions(self.tokenizer, anchor, self.concepts[i]) for i, _, anchor in self.items]
+        sizes: dict[int, int] = {}
+        for (i, _, anchor), pos in zip(self.items, self.positions):
+            if sizes.setdefault(i, len(pos)) != len(pos):
+                raise ValueError(
+                    f"{self.concepts[i]!r} occurs {len(pos)} times in anchor prompt {anchor!r}, not {sizes[i]} as in "
+                    "its first; a context must not repeat the concept word"
+                )
         dim = self.text_encoder.get_input_embeddings().embedding_dim
         self.deltas = nn.ParameterList(
-            [nn.Parameter(self.anchor.init_scale * torch.randn(len(pos), dim)) for pos in self.positions]
+            [nn.Parameter(self.anchor.init_scale * torch.randn(sizes[i], dim)) for i in range(len(self.concepts))]
         )
 
     def summary(self) -> dict:
         norms = [float(d.detach().norm()) for d in self.deltas]
         return {**super().summary(), "strategy": self.anchor.strategy, "delta_norms": norms}
 
+    def erase_prompts(self, concept: str) -> list[str]:
+        return [erase for erase, _ in self.prompts.pairs(concept)]
+
     def erase_prompt(self, concept: str) -> str:
-        return self.prompts.erase.format(concept=concept)
+        """The first of the concept's erase prompts (the only one without contexts)."""
+        return self.erase_prompts(concept)[0]
 
-    def anchor_prompt(self, concept: str) -> str:
-        return self.prompts.anchor.format(concept=concept)
-
-    def attribute_prompts(self, concept: str) -> tuple[list[str], list[float]]:
-        """c_k and w_k: with `use_concept`, the erase prompt c_e first (w_0 = 1, the official `ori_flag`
-        term), then the attribute prompts."""
+    def attribute_prompts(self, concept: str, erase: str | None = None) -> tuple[list[str], list[float]]:
+        """c_k and w_k: with `use_concept`, the erase prompt c_e (`erase`, by default the concept's first)
+        first (w_0 = 1, the official `ori_flag` term), then the attribute prompts."""
         attributes = self.attributes.get(concept, {})
         prompts = [self.prompts.attribute.format(attribute=w) for w in attributes]
         weights = list(attributes.values())
         if self.anchor.use_concept:
-            return [self.erase_prompt(concept), *prompts], [1.0, *weights]
+            return [erase or self.erase_prompt(concept), *prompts], [1.0, *weights]
         return prompts, weights
 
     @torch.no_grad()
-    def _concept_text(self, index: int) -> _ConceptText:
-        """Encoded once, and again whenever the UNet has moved to another device or dtype since."""
+    def _concept_text(self, item: int) -> _ConceptText:
+        """The texts of erase item `item` (a data label), encoded once, and again whenever the UNet has
+        moved to another device or dtype since."""
         device, dtype = self.unet.device, self.unet.dtype
-        cached = self._text.get(index)
+        cached = self._text.get(item)
         if cached is not None and cached.erase.device == device and cached.erase.dtype == dtype:
             return cached
-        concept = self.concepts[index]
-        prompts, weights = self.attribute_prompts(concept)
-        emb = encode(self.text_encoder, self.tokenizer, [self.erase_prompt(concept), self.prompts.neutral, *prompts])
+        index, erase, anchor = self.items[item]
+        prompts, weights = self.attribute_prompts(self.concepts[index], erase)
+        emb = encode(self.text_encoder, self.tokenizer, [erase, self.prompts.neutral, *prompts])
         emb = emb.to(device, dtype)
-        self._text[index] = _ConceptText(
+        self._text[item] = _ConceptText(
             erase=emb[:1],
             neutral=emb[1:2],
             attrs=emb[2:],
             weights=torch.tensor(weights, device=device, dtype=dtype),
-            anchor_ids=tokenize(self.tokenizer, [self.anchor_prompt(concept)], self.text_encoder.device),
+            anchor_ids=tokenize(self.tokenizer, [anchor], self.text_encoder.device),
+            concept=index,
         )
-        return self._text[index]
+        return self._text[item]
 
-    def anchor_embedding(self, index: int) -> torch.Tensor:
-        """E(c_a; delta) for concept `index`, differentiable in its delta: (1, L, D)."""
-        ids = self._concept_text(index).anchor_ids
-        with perturbed_embeddings(self.text_encoder, self.deltas[index], self.positions[index]):
-            return self.text_encoder(ids)[0].to(self.unet.dtype)
+    def anchor_embedding(self, item: int) -> torch.Tensor:
+        """E(c_a; delta) for erase item `item`, differentiable in its concept's delta: (1, L, D)."""
+        text = self._concept_text(item)
+        with perturbed_embeddings(self.text_encoder, self.deltas[text.concept], self.positions[item]):
+            return self.text_encoder(text.anchor_ids)[0].to(self.unet.dtype)
 
     # --- one unlearning step ----------------------------------------------------------------------
 
@@ -179,13 +213,14 @@ class AdvAnchor(ErasureMethod):
         return ref[:1], ref[1 : 1 + k].unsqueeze(1), ref[1 + k :]  # (1, C, h, w), (K, 1, C, h, w), (R, C, h, w)
 
     def _optimise_anchor(
-        self, index: int, zt: torch.Tensor, t: torch.Tensor, eps0: torch.Tensor, eps_attrs: torch.Tensor, steps: int
+        self, item: int, zt: torch.Tensor, t: torch.Tensor, eps0: torch.Tensor, eps_attrs: torch.Tensor, steps: int
     ) -> InnerResult:
-        """Up to `steps` delta updates on one concept image, then eps*(z_t, E(c_a; delta)) for the final delta."""
-        text = self._concept_text(index)
+        """Up to `steps` delta updates on one image of erase item `item`, then eps*(z_t, E(c_a; delta)) for
+        the final delta."""
+        text = self._concept_text(item)
 
         def evaluate() -> tuple[torch.Tensor, torch.Tensor]:
-            eps_anchor = self.unet(zt, t, self.anchor_embedding(index)).sample
+            eps_anchor = self.unet(zt, t, self.anchor_embedding(item)).sample
             loss = anchor_loss(self.anchor.loss, eps_anchor, eps_attrs, eps0, text.weights, self.anchor.use_concept)
             return loss, eps_anchor
 
@@ -193,7 +228,11 @@ class AdvAnchor(ErasureMethod):
         # differentiates, and outside the view they are the trained values, not the originals.
         with self.frozen(), torch.set_grad_enabled(steps > 0):
             return optimise_delta(
-                self.deltas[index], self._delta_optimizer(index), evaluate, steps, self.paper_grad_accumulation
+                self.deltas[text.concept],
+                self._delta_optimizer(text.concept),
+                evaluate,
+                steps,
+                self.paper_grad_accumulation,
             )
 
     def training_step(self, batch, batch_idx):

@@ -1,14 +1,16 @@
 """`ErasureMethod`: what every erasure method shares, and the registry that names them.
 
 A method subclasses `ErasureMethod`, sets `name`, `paper` and `trains_on`, and overrides only what is
-its own: `prepare()` (state built once the pipeline is attached), `erase_prompt()`, `item_loss()` (or
-a whole `training_step()`; or, with `trains = False`, a training-free `edit()`) and `summary()`.
+its own: `prepare()` (state built once the pipeline is attached), `erase_prompt()` (and `erase_prompts()`
+where a concept has several, whose labels its step then reads as `erase_items()` indices), `item_loss()`
+(or a whole `training_step()`; or, with `trains = False`, a training-free `edit()`) and `summary()`.
 Loading, the trained set or LoRA, the frozen view, the timestep draw, the weight-saliency masks, the
 optimiser and export live here; data, evaluation, logging and the run folder live outside.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import ClassVar
 
@@ -139,11 +141,26 @@ class ErasureMethod(pl.LightningModule):
         """The prompt whose images show `concept`: the concept images are generated from it."""
         raise NotImplementedError(f"{type(self).__name__} does not define erase_prompt()")
 
+    def erase_prompts(self, concept: str) -> list[str]:
+        """Every prompt whose images show `concept`, one image set each; one, `erase_prompt`, unless a
+        method erases the concept in several contexts (AdvAnchor's `prompts.contexts`)."""
+        return [self.erase_prompt(concept)]
+
+    def erase_items(self) -> list[tuple[int, str]]:
+        """(concept index, erase prompt) of every concept image set, in the order of the data's labels:
+        a label is a concept index wherever each concept has one prompt."""
+        return [(i, prompt) for i, concept in enumerate(self.concepts) for prompt in self.erase_prompts(concept)]
+
     def retained_prompts(self) -> list[str]:
-        """The retained data's prompts: `retain`, or on the toy model the erase prompt of every other
-        shape, colour and style, so that every word the model knows but the erased ones is trained."""
+        """The retained data's prompts: `retain`, less any prompt that names an erased concept (one list
+        then serves every concept of a kind), or on the toy model the erase prompt of every other shape,
+        colour and style, so that every word the model knows but the erased ones is trained."""
         if self.retain is not None:
-            return self.retain
+            names = re.compile("|".join(rf"\b{re.escape(c)}\b" for c in self.concepts))
+            kept = [p for p in self.retain if not names.search(p)]
+            if not kept:
+                raise ValueError(f"every model.retain prompt names an erased concept {self.concepts}; add others")
+            return kept
         from ..evaluate.run import is_toy_path
         from ..toyworld.vocab import COLORS, SHAPES, STYLES
 
@@ -217,7 +234,7 @@ class ErasureMethod(pl.LightningModule):
         """Rank the trained weights once, from `data`'s concept (SalUn) or retained (RBM) images; keep the
         update to the mask with gradient hooks; RBM also zeroes the weights it holds out."""
         if self.mask == "salun":
-            prompts, latents = [self.erase_prompt(c) for c in self.concepts], data.latents("concept")
+            prompts, latents = [prompt for _, prompt in self.erase_items()], data.latents("concept")
         else:
             prompts, latents = self.retained_prompts(), data.latents("retained")
         items = [latents[i] for i in range(len(latents))]
