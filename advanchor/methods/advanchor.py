@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import nn
@@ -196,11 +197,16 @@ class AdvAnchor(ErasureMethod):
     def uses_retained(self) -> bool:
         return super().uses_retained() or self.retain_weight > 0
 
+    @cached_property
+    def _retain_prompts(self) -> tuple[str, ...]:
+        """`retained_prompts()`, resolved once: the retain term reads them in both passes of every step."""
+        return tuple(self.retained_prompts())
+
     def _retain_embeddings(self, text: _ConceptText) -> torch.Tensor:
         """E(c_r) of the retain set: (R, L, D), R = 0 when the retain term is off."""
         if self.retain_weight == 0:
             return text.neutral[:0]
-        return self.encoded(*self.retained_prompts())
+        return self.encoded(*self._retain_prompts)
 
     def _frozen_references(
         self, zt: torch.Tensor, t: torch.Tensor, text: _ConceptText
