@@ -14,6 +14,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 from pytorch_lightning.loggers import WandbLogger
 
+from .compute import ComputeOptions, check_precision
 from .data import ConceptData
 from .evaluate.generate import generate
 from .evaluate.run import EvalOptions, evaluate_pipeline, is_toy_path
@@ -84,8 +85,6 @@ def fit(
     datamodule: ConceptData,
     trainer: pl.Trainer,
     evaluation: EvalOptions | None = None,
-    grid_steps: int = 25,
-    grid_guidance: float | None = None,
     config: dict | None = None,
     measure: bool = True,
 ) -> ErasureResult:
@@ -95,12 +94,20 @@ def fit(
 
     `config` (the resolved run configuration) goes to every logger as hyperparameters. `measure=False`
     skips the evaluation and the grids, for a caller that measures the model itself (the benchmark).
+
+    With several processes (DDP) every rank runs this: Lightning's launcher starts the other ranks by
+    running the script again, so they get here too before joining `trainer.fit`. Only global rank 0
+    measures, makes the grids and logs; the others only train, and their result has no evaluation.
     """
     toy = is_toy_path(module.pretrained)
     evaluation = (evaluation or EvalOptions()).check()
-    for logger in trainer.loggers:
-        logger.log_hyperparams(config or {"concepts": module.concepts, "trainable": module.trainable})
-    guidance = grid_guidance if grid_guidance is not None else (4.0 if toy else 7.5)
+    lead = trainer.is_global_zero
+    measure = measure and lead
+    if lead:
+        for logger in trainer.loggers:
+            logger.log_hyperparams(config or {"concepts": module.concepts, "trainable": module.trainable})
+    guidance = evaluation.guidance_scale or (4.0 if toy else 7.5)
+    grid_steps = evaluation.steps or 25
     module.pipe.to(trainer.strategy.root_device)
     metrics: dict = {"method": module.name, "concepts": module.concepts, "trainable": module.trainable}
     grids = {}
@@ -131,7 +138,8 @@ def fit(
     if measure:
         metrics["after"] = _evaluate(module, evaluation, edited=True)
         grids["grid_after"] = _grid(module, guidance, grid_steps)
-    _log_summary(trainer, metrics, grids)
+    if lead:
+        _log_summary(trainer, metrics, grids)
     return ErasureResult(metrics=metrics, pipeline=module.pipe, module=module, grids=grids)
 
 
@@ -166,13 +174,15 @@ def erase(
     data: ConceptData | None = None,
     trainer: pl.Trainer | dict | None = None,
     evaluation: EvalOptions | None = None,
+    compute: ComputeOptions | None = None,
     seed: int = 0,
     **options,
 ) -> ErasureResult:
     """Erase `concepts` from a pipeline (or a path / hub id) with `method` and return the result.
 
     `options` are the method's arguments (for AdvAnchor: trainable, lora, prompts, anchor, attributes,
-    lr, ...); `trainer` is a Trainer or a dict of Trainer arguments (default: 50 steps, no logger).
+    lr, ...); `trainer` is a Trainer or a dict of Trainer arguments (default: 50 steps, no logger);
+    `compute` (gradient checkpointing, torch.compile, attention) is applied to the pipeline before training.
     """
     cls = method_class(method)
     accepted = set()
@@ -191,7 +201,10 @@ def erase(
         module = cls(concepts=concepts, pretrained=source, **options).attach(pipeline_or_path)
     else:
         module = cls(concepts=concepts, pretrained=str(pipeline_or_path), **options)
+    if compute is not None:
+        compute.apply(module.pipe)
     if not isinstance(trainer, pl.Trainer):
         settings = {"max_steps": 50, "logger": False, "enable_checkpointing": False, **(trainer or {})}
         trainer = pl.Trainer(**settings)
+    check_precision(trainer.precision, trainer.strategy.root_device)
     return fit(module, data or ConceptData(), trainer, evaluation=evaluation)

@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.cli import LightningCLI
 
 from .api import ExportOptions, fit
+from .compute import ComputeOptions, check_precision
 from .data import ConceptData
 from .evaluate.attack import AttackOptions
 from .evaluate.run import EvalOptions
@@ -30,6 +32,7 @@ class AdvAnchorCLI(LightningCLI):
         parser.add_argument("--output_dir", type=str, default="outputs", help="parent folder of run folders")
         parser.add_class_arguments(EvalOptions, "eval")
         parser.add_class_arguments(ExportOptions, "export")
+        parser.add_class_arguments(ComputeOptions, "compute")
 
 
 def run_name(method: str, concepts: list[str]) -> str:
@@ -73,12 +76,14 @@ class Run:
     out: Path  # the run folder
     evaluation: EvalOptions
     export: ExportOptions
+    compute: ComputeOptions  # already applied to the model's pipeline
     config_yaml: str  # the resolved configuration
 
 
 def build(argv: list[str], default_configs: str | Path | None = None) -> Run:
-    """Parse `argv` as train.py does and check the inputs (loads the model); raises ValueError or
-    FileNotFoundError on bad input. Without `--config`, `<default_configs>/<method>.yaml` applies."""
+    """Parse `argv` as train.py does, check the inputs (loads the model) and apply the `compute` options to
+    it; raises ValueError or FileNotFoundError on bad input. Without `--config`,
+    `<default_configs>/<method>.yaml` applies."""
     own_configs = _flag_values(argv, "--config")
     method = selected_method(argv, own_configs)
     cls = method_class(method)
@@ -88,25 +93,38 @@ def build(argv: list[str], default_configs: str | Path | None = None) -> Run:
         # `args` is always given on purpose (train.py's own argv, or a benchmark cell's), which Lightning
         # warns about whenever the process also has command-line arguments.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        cli = AdvAnchorCLI(
-            cls,
-            ConceptData,
-            run=False,
-            save_config_callback=None,
-            seed_everything_default=0,
-            args=argv,
-            parser_kwargs={"default_config_files": defaults},
-            trainer_defaults={"enable_checkpointing": False},
-        )
+        try:
+            cli = AdvAnchorCLI(
+                cls,
+                ConceptData,
+                run=False,
+                save_config_callback=None,
+                seed_everything_default=0,
+                args=argv,
+                parser_kwargs={"default_config_files": defaults},
+                trainer_defaults={"enable_checkpointing": False},
+            )
+        except MisconfigurationException as err:
+            # Lightning says what this machine lacks; the usual cause is a GPU config on a machine without one.
+            raise ValueError(
+                f"the trainer settings do not fit this machine: {' '.join(str(err).split())} Fix the --trainer "
+                "keys (without a GPU: --trainer.accelerator=cpu)"
+            ) from err
     config = cli.config
+    check_precision(cli.trainer.precision, cli.trainer.strategy.root_device)
+    compute = ComputeOptions(**vars(config.compute)).check()
     out = Path(config.output_dir) / (config.run_name or run_name(method, cli.model.concepts))
     evaluation = EvalOptions(**{**vars(config.eval), "attack": AttackOptions(**vars(config.eval.attack))}).check()
     check_inputs(cli.model)
-    return Run(cli, out, evaluation, ExportOptions(**vars(config.export)), cli.parser.dump(config, skip_none=False))
+    compute.apply(cli.model.pipe)
+    export = ExportOptions(**vars(config.export))
+    return Run(cli, out, evaluation, export, compute, cli.parser.dump(config, skip_none=False))
 
 
-def main(args: list[str] | None = None, default_configs: str | Path | None = None) -> Path:
-    """Without `--config`, the chosen method's `<default_configs>/<method>.yaml` applies when it exists."""
+def main(args: list[str] | None = None, default_configs: str | Path | None = None) -> Path | None:
+    """Without `--config`, the chosen method's `<default_configs>/<method>.yaml` applies when it exists.
+
+    Returns the run folder; None on the other ranks of a multi-process (DDP) run, which write nothing."""
     argv = sys.argv[1:] if args is None else args
     try:
         run = build(argv, default_configs)
@@ -115,6 +133,9 @@ def main(args: list[str] | None = None, default_configs: str | Path | None = Non
     # Errors from here on are bugs or failures mid-run, not bad input: they keep their traceback.
     cli = run.cli
     result = fit(cli.model, cli.datamodule, cli.trainer, evaluation=run.evaluation, config=cli.config.as_dict())
+    # Lightning's launcher runs this script once per rank; one run folder is written, by rank 0.
+    if not cli.trainer.is_global_zero:
+        return None
     result.save(run.out, config_yaml=run.config_yaml, options=run.export)
     print(f"wrote {run.out}")
     return run.out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 from tqdm.auto import tqdm
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -68,7 +69,8 @@ def generate_cached(pipe, prompt: str, options: GenerationOptions, cache_dir: Pa
         ).images
         for image, (_, f) in zip(images, chunk):
             f.parent.mkdir(parents=True, exist_ok=True)
-            tmp = f.with_suffix(".tmp.png")
+            # Named per host and process: under DDP each node's first process may fill a shared cache at once.
+            tmp = f.with_name(f"{f.stem}.{socket.gethostname()}-{os.getpid()}.tmp.png")
             image.save(tmp)
             tmp.replace(f)
         bar.update(len(chunk))
@@ -243,10 +245,28 @@ class ConceptData(pl.LightningDataModule):
             raise RuntimeError(f"no {kind} images were prepared; the method and its mask do not use them")
         return self._sets[kind]
 
+    def _shard(self, shuffle: bool) -> DistributedSampler | None:
+        """This rank's share of the data when the Trainer runs several processes, else None.
+
+        Every rank gets as many samples (the sampler repeats a few where the data does not divide): the
+        anchors' inner loop all-reduces once per sample, so a rank with one more would wait for ever."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return None
+        return DistributedSampler(
+            self.dataset, trainer.world_size, trainer.global_rank, shuffle=shuffle, seed=self.shuffle_seed
+        )
+
     def train_dataloader(self) -> DataLoader:
+        # Our own DistributedSampler under DDP: Lightning's replacement would shuffle with the global seed,
+        # and `shuffle_seed` would no longer choose the order.
+        shard = self._shard(shuffle=True)
+        if shard is not None:
+            return DataLoader(self.dataset, batch_size=self.batch_size, sampler=shard)
         gen = torch.Generator().manual_seed(self.shuffle_seed)
         return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=True, generator=gen)
 
     def anchor_dataloader(self) -> DataLoader:
-        """One ordered pass over the data, for the sequential and cyclical anchor strategies."""
-        return DataLoader(self.dataset, batch_size=1, shuffle=False)
+        """One ordered pass over the data (this rank's shard of it under DDP), for the sequential and
+        cyclical anchor strategies."""
+        return DataLoader(self.dataset, batch_size=1, shuffle=False, sampler=self._shard(shuffle=False))

@@ -35,14 +35,23 @@ def word_ids(tokenizer, word: str) -> list[int]:
     return ids
 
 
-def token_positions(tokenizer, prompt: str, word: str) -> list[int]:
-    """Positions of `word`'s tokens in the tokenized `prompt` (BOS included), every occurrence."""
+def token_positions(tokenizer, prompt: str, word: str, template: str | None = None) -> list[int]:
+    """Positions of `word`'s tokens in the tokenized `prompt` (BOS included), every occurrence.
+
+    A BPE tokenizer splits a word glued to other letters differently ("van goghs" is not "van gogh" +
+    "s"), so the word's own tokens are looked for; the error names `template` (the config key and value
+    the prompt was made from), the place to fix."""
     target = word_ids(tokenizer, word)
     ids = tokenize(tokenizer, [prompt])[0].tolist()
     n = len(target)
     positions = [i + k for i in range(len(ids) - n + 1) if ids[i : i + n] == target for k in range(n)]
     if not positions:
-        raise ValueError(f"concept word {word!r} does not occur in prompt {prompt!r}; put it in the prompt template")
+        split = tokenizer.convert_ids_to_tokens(tokenizer(prompt, add_special_tokens=False).input_ids)
+        raise ValueError(
+            f"concept word {word!r} (tokens {tokenizer.convert_ids_to_tokens(target)}) does not occur in prompt "
+            f"{prompt!r} (tokens {split}); fix {template or 'the prompt template'} so that it holds the word "
+            "apart from other letters"
+        )
     return positions
 
 

@@ -39,24 +39,21 @@ def test_bad_config_key_is_a_clear_error(capsys):
     assert "no_such_key" in capsys.readouterr().err
 
 
-def test_unknown_concept_word_is_a_one_line_error(tmp_path):
+def bad_input_line(tmp_path, *args: str) -> str:
+    """train.py with `args` in a subprocess: it must fail without a traceback; returns its last stderr line."""
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "train.py"),
-            "--model.concepts=[dragon]",
-            "--trainer.logger=false",
-            f"--output_dir={tmp_path}",
-            *QUICK,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=600,
+        [sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, cwd=tmp_path, timeout=600
     )
     assert proc.returncode != 0
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: concept word 'dragon'")
     assert "Traceback" not in proc.stderr
+    return proc.stderr.strip().splitlines()[-1]
+
+
+def test_unknown_concept_word_is_a_one_line_error(tmp_path):
+    line = bad_input_line(
+        tmp_path, "--model.concepts=[dragon]", "--trainer.logger=false", f"--output_dir={tmp_path}", *QUICK
+    )
+    assert line.startswith("error: concept word 'dragon'")
 
 
 def test_train_py_exports_a_lora_that_diffusers_reloads(tmp_path, monkeypatch):
@@ -160,3 +157,19 @@ def test_python_api_erases_and_saves(tmp_path, monkeypatch):
     reloaded = load_unet_delta(StableDiffusionPipeline.from_pretrained(pipeline_path()), out / "unet_delta.safetensors")
     for name, p in result.module.trained.items():
         assert torch.allclose(dict(reloaded.unet.named_parameters())[name], p, atol=1e-6)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a GPU")
+@pytest.mark.parametrize("accelerator", ["gpu", "cuda"])
+def test_gpu_accelerator_without_a_gpu_is_a_one_line_error(accelerator):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", str(TOY), f"--trainer.accelerator={accelerator}", "--trainer.logger=false"])
+    message = exit_info.value.code
+    assert message.startswith("error: the trainer settings do not fit this machine: ") and "\n" not in message
+    assert message.endswith("(without a GPU: --trainer.accelerator=cpu)")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a GPU")
+def test_train_py_gpu_without_a_gpu_exits_without_a_traceback(tmp_path):
+    line = bad_input_line(tmp_path, "--trainer.accelerator=gpu", "--trainer.precision=bf16-mixed")
+    assert line.startswith("error: the trainer settings do not fit this machine")

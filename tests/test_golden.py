@@ -53,13 +53,15 @@ GOLDEN = {
         ],
         "export_norm": 0.08787763595759453,
     },
+    # Re-recorded when the unlearning step became one pass per prompt: with every weight trained, Adam
+    # turns fp32 rounding in near-zero gradients into visible changes by the third step (7e-4 relative).
     ("all", "sequential"): {
         "steps": [
-            [0.00030850054463371634, 0.0, 0.04581537842750549, 0.0, 0.1665816605091095],
-            [0.011157839559018612, 0.013378630392253399, 0.05420753359794617, 0.0, 0.1665816605091095],
-            [0.002722552977502346, 0.002738818759098649, 0.052600305527448654, 0.0, 0.1665816605091095],
+            [0.0003085003700107336, 3.923299402366909e-14, 0.04581538587808609, 0.0, 0.16658154129981995],
+            [0.011157749220728874, 0.01337831187993288, 0.05420752987265587, 0.0, 0.16658154129981995],
+            [0.002722964622080326, 0.0027408504392951727, 0.052600301802158356, 0.0, 0.16658154129981995],
         ],
-        "export_norm": 0.3790840171272205,
+        "export_norm": 0.3790873514352553,
     },
 }
 
@@ -82,5 +84,6 @@ def test_advanchor_is_pinned(tmp_path, trainable, strategy):
     expected = GOLDEN[(trainable, strategy)]
     assert len(measured["steps"]) == len(expected["steps"])
     for got, want in zip(measured["steps"], expected["steps"]):
-        assert got == pytest.approx(want, rel=1e-4, abs=1e-9)
+        # abs: fp32 rounding of the ~1e-5 preservation values (one pass per prompt since the batched one).
+        assert got == pytest.approx(want, rel=1e-4, abs=1e-8)
     assert measured["export_norm"] == pytest.approx(expected["export_norm"], rel=1e-4)

@@ -51,15 +51,19 @@ def tiny_run(
     precision="32-true",
     data=None,
     callbacks=None,
+    compute=None,
     **kw,
 ):
-    """A `steps`-step Trainer run on the tiny pipeline; `dtype` moves the pipeline after attaching.
+    """A `steps`-step Trainer run on the tiny pipeline; `dtype` moves the pipeline after attaching, and
+    `compute` (ComputeOptions) is applied to it.
 
     Returns the module, its trained values and deltas before training, and the trainer."""
     pl.seed_everything(0, verbose=False)
     module = tiny_module(trainable, concepts, anchor=AnchorOptions(strategy=strategy, lr=1e-2, max_inner_steps=3), **kw)
     if dtype is not None:
         module.pipe.to(dtype)
+    if compute is not None:
+        compute.apply(module.pipe)
     data = data or ConceptData(
         generation=GenerationOptions(images_per_concept=2, steps=2, guidance_scale=2.0),
         cache_dir=str(tmp_path / "cache"),

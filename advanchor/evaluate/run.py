@@ -27,8 +27,8 @@ class EvalOptions:
     lpips_weights: str | None = None  # AlexNet file (default: the torch hub cache)
     fid: bool = False  # real models: FID to the original images
     fid_weights: str | None = None  # pytorch-fid Inception file (default: the torch hub cache)
-    guidance_scale: float | None = None  # default: 4.0 on the toy model, 7.5 on real ones
-    steps: int | None = None  # DDIM steps; default: 25 on the toy model, 50 on real ones
+    guidance_scale: float | None = None  # default: 4.0 on the toy model, 7.5 on real ones (the grids too)
+    steps: int | None = None  # DDIM steps; default: 25 on the toy model, 50 on real ones (the grids: 25)
 
     def check(self) -> EvalOptions:
         if self.seeds < 1:

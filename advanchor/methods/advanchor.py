@@ -7,10 +7,11 @@ from functools import cached_property
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from ..anchors import AnchorOptions, InnerResult, anchor_loss, follow, optimise_delta
-from ..losses import alignment, unlearning_loss
+from ..anchors import AnchorOptions, InnerResult, anchor_loss, follow, optimise_delta, share_from_rank_zero
+from ..losses import alignment
 from ..models import LoraOptions
 from ..text import encode, perturbed_embeddings, token_positions, tokenize
 from .base import ErasureMethod
@@ -130,7 +131,10 @@ class AdvAnchor(ErasureMethod):
         """The concept's token positions in each of its anchor prompts (one per erase item), and one
         delta per concept."""
         self.items = [(i, *pair) for i, c in enumerate(self.concepts) for pair in self.prompts.pairs(c)]
-        self.positions = [token_positions(self.tokenizer, anchor, self.concepts[i]) for i, _, anchor in self.items]
+        template = f"model.prompts.anchor {self.prompts.anchor!r}"
+        self.positions = [
+            token_positions(self.tokenizer, anchor, self.concepts[i], template) for i, _, anchor in self.items
+        ]
         sizes: dict[int, int] = {}
         for (i, _, anchor), pos in zip(self.items, self.positions):
             if sizes.setdefault(i, len(pos)) != len(pos):
@@ -142,6 +146,10 @@ class AdvAnchor(ErasureMethod):
         self.deltas = nn.ParameterList(
             [nn.Parameter(self.anchor.init_scale * torch.randn(sizes[i], dim)) for i in range(len(self.concepts))]
         )
+        # DDP must leave the anchors alone: their gradients come from autograd.grad in the inner loop, never
+        # from the backward whose gradients DDP waits for, and `optimise_delta` averages them over ranks itself.
+        names = [f"deltas.{i}" for i in range(len(self.deltas))]
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, names)
 
     def summary(self) -> dict:
         norms = [float(d.detach().norm()) for d in self.deltas]
@@ -239,6 +247,7 @@ class AdvAnchor(ErasureMethod):
                 evaluate,
                 steps,
                 self.paper_grad_accumulation,
+                self.anchor.early_stop,
             )
 
     def training_step(self, batch, batch_idx):
@@ -252,12 +261,19 @@ class AdvAnchor(ErasureMethod):
             # The sequential and cyclical strategies found delta before training: here it is only read.
             steps = self.anchor.max_inner_steps if self.anchor.strategy == "interleaved" else 0
             inner = self._optimise_anchor(label, zt, t, eps0, eps_attrs, steps)
-            conds = torch.cat([text.erase, text.neutral, self._retain_embeddings(text)])  # (2 + R, L, D)
-            n = conds.shape[0]
-            pred = self.unet(zt.expand(n, -1, -1, -1), t.expand(n), conds).sample  # (2 + R, C, h, w)
-            loss, align, keep = unlearning_loss(pred[:1], inner.eps_anchor, pred[1:2], eps0, self.preservation_weight)
-            held = alignment(pred[2:], eps_retained) if n > 2 else torch.zeros((), device=loss.device)
-            self.manual_backward((loss + self.retain_weight * held) / len(latents))
+            # One pass and one backward per term of the unlearning loss, not one batched pass: only one
+            # prompt's activations are alive at a time, for the same summed gradient. The peak of an SD 1.4
+            # step is this pass, so it sets the memory (docs/performance.md).
+            align = alignment(self.unet(zt, t, text.erase).sample, inner.eps_anchor)
+            self.manual_backward(align / len(latents))
+            keep = alignment(self.unet(zt, t, text.neutral).sample, eps0)
+            self.manual_backward(self.preservation_weight * keep / len(latents))
+            held = torch.zeros((), device=keep.device)
+            if self.retain_weight > 0:
+                retained = self._retain_embeddings(text)  # (R, L, D)
+                n = retained.shape[0]
+                held = alignment(self.unet(zt.expand(n, -1, -1, -1), t.expand(n), retained).sample, eps_retained)
+                self.manual_backward(self.retain_weight * held / len(latents))
             for key, value in zip(logs, (align.item(), keep.item(), inner.loss, inner.steps, held.item())):
                 logs[key] += value / len(latents)
         opt_unet.step()
@@ -270,14 +286,18 @@ class AdvAnchor(ErasureMethod):
 
     def on_train_start(self) -> None:
         super().on_train_start()  # the weight-saliency mask, ranked on the original weights
+        share_from_rank_zero(self.deltas)
         if self.anchor.strategy == "interleaved":
             return
         passes, steps = (1, self.anchor.max_inner_steps)
         if self.anchor.strategy == "cyclical":
             passes, steps = self.anchor.max_inner_steps, 1
+        # Under DDP each rank passes over its own shard and `optimise_delta` averages delta's steps over
+        # the ranks: together they make the one pass over the whole data the strategy asks for.
         loader = self.trainer.datamodule.anchor_dataloader()
-        for _ in tqdm(range(passes), desc=f"{self.anchor.strategy} anchor passes", disable=passes == 1):
-            for z0, label in tqdm(loader, desc="anchor", leave=False):
+        quiet = not self.trainer.is_global_zero  # one progress bar per run, not one per rank
+        for _ in tqdm(range(passes), desc=f"{self.anchor.strategy} anchor passes", disable=passes == 1 or quiet):
+            for z0, label in tqdm(loader, desc="anchor", leave=False, disable=quiet):
                 label = int(label)
                 zt, t, _ = self.noised(z0.to(self.unet.device, self.unet.dtype))
                 eps0, eps_attrs, _ = self._frozen_references(zt, t, self._concept_text(label))

@@ -43,7 +43,7 @@ class ForgetMeNot(ErasureMethod):
 
     def _positions(self, prompt: str, concept: str) -> list[int]:
         """The concept's token positions in `prompt`, and with `use_pooler` its first end-of-text token's."""
-        positions = token_positions(self.tokenizer, prompt, concept)
+        positions = token_positions(self.tokenizer, prompt, concept, f"model.prompt {self.prompt!r}")
         if self.use_pooler:
             ids = tokenize(self.tokenizer, [prompt])[0].tolist()
             positions.append(ids.index(self.tokenizer.eos_token_id))
