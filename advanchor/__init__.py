@@ -1,5 +1,9 @@
 """advanchor: concept erasure for text-to-image diffusion models with adversarial anchors."""
 
-from .api import ErasureResult, erase
+from .quiet import silence_import_notices
+
+silence_import_notices()
+
+from .api import ErasureResult, erase  # noqa: E402  (after the filters: diffusers' import emits a notice)
 
 __all__ = ["erase", "ErasureResult"]

@@ -24,6 +24,9 @@ class AutoWandbLogger(WandbLogger):
         if offline is None:
             offline = os.environ.get("WANDB_MODE") == "offline" or not wandb_has_credentials()
         super().__init__(project=project, offline=offline, **kwargs)
+        if "anonymous" in self._wandb_init and self._wandb_init["anonymous"] is None:
+            # Lightning passes anonymous=None, which wandb warns is deprecated even unset: leave it to wandb.
+            del self._wandb_init["anonymous"]
 
 
 def image_grid(images: torch.Tensor, rows: int) -> Image.Image:

@@ -2,7 +2,6 @@
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -10,6 +9,9 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DistributedSampler
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny import run_train_py  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES, SHUFFLE_SEED = 8, 3
@@ -43,39 +45,27 @@ def test_ddp_ranks_split_the_data_and_share_the_anchor(tmp_path, strategy):
     records, outputs = tmp_path / "records", tmp_path / "outputs"
     records.mkdir()
     callback = {"class_path": "test_ddp.RankRecord", "init_args": {"out": str(records)}}
-    env = {
-        **os.environ,
-        "ADVANCHOR_CACHE": str(tmp_path / "cache"),
-        "WANDB_MODE": "offline",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")])),
-    }
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "train.py"),
-            "--trainer.strategy=ddp",
-            "--trainer.devices=2",
-            "--trainer.accelerator=cpu",
-            "--trainer.max_steps=2",
-            "--trainer.logger=false",
-            "--trainer.enable_progress_bar=false",
-            f"--trainer.callbacks={json.dumps([callback])}",
-            f"--data.generation.images_per_concept={IMAGES}",
-            "--data.generation.steps=4",
-            "--data.batch_size=2",  # two manual_backward calls per step, each synced by DDP
-            f"--data.shuffle_seed={SHUFFLE_SEED}",
-            f"--model.anchor.strategy={strategy}",
-            "--model.anchor.max_inner_steps=3",
-            "--eval.before=false",
-            "--eval.seeds=1",
-            "--eval.steps=2",
-            f"--output_dir={outputs}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=600,
+    pythonpath = os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))
+    proc = run_train_py(
+        tmp_path,
+        "--trainer.strategy=ddp",
+        "--trainer.devices=2",
+        "--trainer.accelerator=cpu",
+        "--trainer.max_steps=2",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.callbacks={json.dumps([callback])}",
+        f"--data.generation.images_per_concept={IMAGES}",
+        "--data.generation.steps=4",
+        "--data.batch_size=2",  # two manual_backward calls per step, each synced by DDP
+        f"--data.shuffle_seed={SHUFFLE_SEED}",
+        f"--model.anchor.strategy={strategy}",
+        "--model.anchor.max_inner_steps=3",
+        "--eval.before=false",
+        "--eval.seeds=1",
+        "--eval.steps=2",
+        f"--output_dir={outputs}",
+        PYTHONPATH=pythonpath,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     ranks = [torch.load(records / f"rank{r}.pt") for r in range(2)]

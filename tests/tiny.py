@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -14,7 +17,16 @@ from advanchor.methods import AdvAnchor
 from advanchor.models import TRAINABLE_SETS, LoraOptions
 from advanchor.testing import TOY_PROMPTS, tiny_pipeline
 
-__all__ = ["TOY_PROMPTS", "TRAINABLE", "load_benchmark", "perturb", "tiny_module", "tiny_pipeline", "tiny_run"]
+__all__ = [
+    "TOY_PROMPTS",
+    "TRAINABLE",
+    "load_benchmark",
+    "perturb",
+    "run_train_py",
+    "tiny_module",
+    "tiny_pipeline",
+    "tiny_run",
+]
 
 TRAINABLE = list(TRAINABLE_SETS)
 
@@ -91,3 +103,19 @@ def load_benchmark(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def run_train_py(tmp_path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """`python train.py args` in a subprocess run from `tmp_path`, its image cache there, W&B offline, and
+    `env` added to the environment."""
+    root = Path(__file__).resolve().parent.parent
+    environment = {**os.environ, "ADVANCHOR_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "offline", **env}
+    environment.pop("WANDB_API_KEY", None)
+    return subprocess.run(
+        [sys.executable, str(root / "train.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=environment,
+        timeout=600,
+    )

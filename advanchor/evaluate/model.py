@@ -8,6 +8,7 @@ from diffusers import StableDiffusionPipeline
 
 from ..export import load_unet_delta, read_delta
 from ..models import FrozenView, load_pipeline
+from ..quiet import dropped
 
 
 def load_edited(
@@ -20,7 +21,9 @@ def load_edited(
     if lora:
         if not Path(lora).exists():
             raise FileNotFoundError(f"LoRA {lora!r} does not exist; pass the run's lora/ directory")
-        pipe.load_lora_weights(lora)
+        # Our adapters train the UNet only; diffusers notes that the text encoder has no LoRA keys.
+        with dropped("diffusers.loaders.lora_base", "No LoRA keys associated to"):
+            pipe.load_lora_weights(lora)
         return pipe, FrozenView(pipe.unet, {}, lora=True)
     params = dict(pipe.unet.named_parameters())
     # The view keeps the touched parameters' original values, so it must exist before the delta lands.
