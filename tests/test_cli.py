@@ -183,3 +183,11 @@ def test_train_py_prints_no_warning_a_user_cannot_act_on(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     noise = [line for line in proc.stderr.splitlines() if re.search(r"warn|deprecat|tip:|torchvision", line, re.I)]
     assert noise == []
+
+
+@pytest.mark.parametrize("flag", ["--model.lr=-1", "--model.lr=0", "--model.ddim_steps=0"])
+def test_out_of_range_numbers_fail_before_any_work(tmp_path, flag):
+    line = bad_input_line(tmp_path, flag, f"--output_dir={tmp_path / 'outputs'}")
+    assert line.startswith(f"error: {flag.removeprefix('--').split('=')[0]} must be")
+    # Checked when the method is built: no model was loaded, so no W&B run and no run folder exist.
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "wandb").exists()

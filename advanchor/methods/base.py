@@ -90,6 +90,10 @@ class ErasureMethod(pl.LightningModule):
             raise ValueError(f"unknown trainable set {trainable!r}; use one of: {', '.join(TRAINABLE_SETS)}")
         self.pretrained, self.trainable = pretrained, trainable
         self.lora_options = lora or LoraOptions()
+        if not lr > 0:
+            raise ValueError(f"model.lr must be above 0, got {lr}; a typical value is 1e-5 (SD 1.4) or 1e-3 (toy)")
+        if ddim_steps < 1:
+            raise ValueError(f"model.ddim_steps must be at least 1 (the timestep bins), got {ddim_steps}")
         self.lr, self.ddim_steps = lr, ddim_steps
         check_mask(mask, mask_ratio)
         if mask != "none" and trainable == "lora":
