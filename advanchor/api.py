@@ -121,7 +121,7 @@ def fit(
             # The frozen parts (VAE, text encoder, the UNet's untrained modules) are in eval mode on
             # purpose: dropout stays off in the frozen reference passes.
             warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-            # Lightning 2.6 calls a torch pytree API that torch deprecates; fixed in Lightning, not ours to act on.
+            # Lightning 2.6 calls a torch pytree API that torch deprecates: Lightning's to change, not the user's.
             warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
             trainer.fit(module, datamodule=datamodule)
         metrics["train_time_s"] = round(time.time() - start, 2)
