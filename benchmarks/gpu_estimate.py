@@ -9,7 +9,9 @@ stand-in at 64x64 latents (512x512 images), one prompt of 77 tokens:
 An iteration with `S` delta updates costs, ours: S + 1 anchor forwards (text encoder included), S anchor
 backwards, 2 frozen and 2 trained forwards, 2 unlearning backwards; the published scripts' pattern: 3 S +
 2 frozen forwards (S + 1 of them the anchor's), S anchor backwards, 2 trained forwards and 2 backwards.
-Dividing by the H100's dense bf16 rate gives a lower bound on the time; real runs reach a fraction of it.
+Generating the concept images costs `images x steps x 2` UNet forwards (classifier-free guidance; the VAE
+is not counted). Dividing by the H100's dense bf16 rate gives a lower bound on the time; real runs reach a
+fraction of it.
 
     python benchmarks/gpu_estimate.py --json outputs/gpu_estimate.json
 """
@@ -91,19 +93,26 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--latent", type=int, default=64, help="latent size (64: 512x512 images)")
     parser.add_argument("--inner-steps", type=int, default=30, help="delta updates per iteration (w_iter_break)")
     parser.add_argument("--iterations", type=int, default=50, help="outer iterations of a run (iter_break)")
+    parser.add_argument("--images", type=int, default=50, help="concept images generated (images_per_concept)")
+    parser.add_argument("--generation-steps", type=int, default=50, help="denoising steps per concept image")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
     flops = measure(args.model, args.latent)
     per_iteration = iteration_flops(flops, args.inner_steps)
+    generation = args.images * args.generation_steps * 2 * flops["unet_forward"]
     estimate = {
         "flops_per_pass": flops,
         "flops_per_iteration": per_iteration,
         "lower_bound_s_per_iteration": {k: v / H100_BF16_DENSE for k, v in per_iteration.items()},
         "lower_bound_s_per_run": {k: args.iterations * v / H100_BF16_DENSE for k, v in per_iteration.items()},
+        "generation_flops": generation,
+        "lower_bound_s_generation": generation / H100_BF16_DENSE,
         "settings": {
             "latent": args.latent,
             "inner_steps": args.inner_steps,
             "iterations": args.iterations,
+            "images": args.images,
+            "generation_steps": args.generation_steps,
             "bf16_flops_per_s": H100_BF16_DENSE,
         },
     }
