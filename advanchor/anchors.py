@@ -40,6 +40,10 @@ class AnchorOptions:
             )
         if self.loss not in LOSSES:
             raise ValueError(f"unknown anchor loss {self.loss!r}; use one of: {', '.join(LOSSES)}")
+        if not self.lr > 0:
+            raise ValueError(f"model.anchor.lr must be above 0, got {self.lr}; the official value is 1e-4")
+        if self.max_inner_steps < 0:
+            raise ValueError(f"model.anchor.max_inner_steps must be 0 or more, got {self.max_inner_steps}")
 
 
 def anchor_loss(

@@ -18,6 +18,7 @@ from .compute import ComputeOptions, check_precision
 from .data import ConceptData
 from .evaluate.generate import generate
 from .evaluate.run import EvalOptions, evaluate_pipeline, is_toy_path
+from .export import staged_file, write_atomic
 from .logging import image_grid
 from .methods import ErasureMethod, method_class
 
@@ -41,15 +42,17 @@ class ErasureResult:
     grids: dict = field(default_factory=dict)
 
     def save(self, directory: str | Path, config_yaml: str | None = None, options: ExportOptions | None = None) -> Path:
-        """Write the adapter (or UNet delta), metrics.json, grids and, when given, config.yaml."""
+        """Write the adapter (or UNet delta), grids, config.yaml when given, and metrics.json last; each file
+        under a temporary name first, so a killed save leaves whole files (the old ones or the new)."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         self.module.export(out, kohya=bool(options and options.kohya))
         for name, grid in self.grids.items():
-            grid.save(out / f"{name}.png")
+            with staged_file(out / f"{name}.png") as tmp:
+                grid.save(tmp, format="PNG")
         if config_yaml is not None:
-            (out / "config.yaml").write_text(config_yaml)
-        (out / "metrics.json").write_text(json.dumps(self.metrics, indent=2))
+            write_atomic(out / "config.yaml", config_yaml)
+        write_atomic(out / "metrics.json", json.dumps(self.metrics, indent=2))
         return out
 
 
@@ -80,6 +83,19 @@ def _evaluate(module: ErasureMethod, options: EvalOptions, edited: bool) -> dict
     return {c: r for c, r in reports.items() if r is not None}
 
 
+def check_trainer(trainer: pl.Trainer, module: ErasureMethod) -> None:
+    """Raise if a method that trains is given a Trainer that would run no step."""
+    if not module.trains:
+        return
+    for key, value in (
+        ("max_steps", trainer.max_steps),
+        ("max_epochs", trainer.max_epochs),
+        ("limit_train_batches", trainer.limit_train_batches),
+    ):
+        if value == 0:
+            raise ValueError(f"trainer.{key} is 0, so {module.name} would train nothing; set it above 0")
+
+
 def fit(
     module: ErasureMethod,
     datamodule: ConceptData,
@@ -87,6 +103,7 @@ def fit(
     evaluation: EvalOptions | None = None,
     config: dict | None = None,
     measure: bool = True,
+    ckpt_path: str | Path | None = None,
 ) -> ErasureResult:
     """Train, then measure: losses, wall time and the evaluation (`evaluation`; the toy model always
     after training, and before it unless `evaluation.before` is off; a real model after training when
@@ -94,6 +111,7 @@ def fit(
 
     `config` (the resolved run configuration) goes to every logger as hyperparameters. `measure=False`
     skips the evaluation and the grids, for a caller that measures the model itself (the benchmark).
+    `ckpt_path` resumes the training from a Lightning checkpoint of the same run.
 
     With several processes (DDP) every rank runs this: Lightning's launcher starts the other ranks by
     running the script again, so they get here too before joining `trainer.fit`. Only global rank 0
@@ -123,7 +141,7 @@ def fit(
             warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
             # Lightning 2.6 calls a torch pytree API that torch deprecates: Lightning's to change, not the user's.
             warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-            trainer.fit(module, datamodule=datamodule)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         metrics["train_time_s"] = round(time.time() - start, 2)
         metrics["steps"] = trainer.global_step
         metrics["final"] = {k.removeprefix("train/"): float(v) for k, v in trainer.callback_metrics.items()}
@@ -209,4 +227,5 @@ def erase(
         settings = {"max_steps": 50, "logger": False, "enable_checkpointing": False, **(trainer or {})}
         trainer = pl.Trainer(**settings)
     check_precision(trainer.precision, trainer.strategy.root_device)
+    check_trainer(trainer, module)
     return fit(module, data or ConceptData(), trainer, evaluation=evaluation)

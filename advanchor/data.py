@@ -17,6 +17,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 from tqdm.auto import tqdm
 
+from .order import EpochDraws, ResumableLoader, TrainOrder
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 LATENTS = ("mean", "sample")
 
@@ -34,6 +36,11 @@ class GenerationOptions:
     steps: int = 50
     seed: int = 0
     batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("images_per_concept", "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"data.generation.{name} must be at least 1, got {getattr(self, name)}")
 
 
 def model_key(pipe) -> str:
@@ -122,10 +129,11 @@ def encode_pixels(vae, images: torch.Tensor) -> torch.Tensor:
 
 class ConceptLatents(Dataset):
     """Latents `z_0` with their concept index: the VAE posterior's mean, or, when `seed` is given, a
-    new draw from the posterior at every access (the official scripts encode with `.sample()`)."""
+    new draw from the posterior at every access (the official scripts encode with `.sample()`). The
+    training pass draws through `advanchor.order.EpochDraws` instead: one draw per epoch and image."""
 
     def __init__(self, mean: torch.Tensor, std: torch.Tensor, labels: torch.Tensor, seed: int | None = None):
-        self.mean, self.std, self.labels = mean, std, labels
+        self.mean, self.std, self.labels, self.seed = mean, std, labels, seed
         # Loaders read in the main process, so one generator gives the same draws on every run.
         self.generator = None if seed is None else torch.Generator().manual_seed(seed)
 
@@ -133,9 +141,13 @@ class ConceptLatents(Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.draw(i, self.generator)
+
+    def draw(self, i: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latent i, drawn from the posterior with `generator` (None: the mean), and its label."""
         z = self.mean[i]
-        if self.generator is not None:
-            z = z + self.std[i] * torch.randn(z.shape, generator=self.generator)
+        if generator is not None:
+            z = z + self.std[i] * torch.randn(z.shape, generator=generator)
         return z, self.labels[i]
 
 
@@ -170,6 +182,8 @@ class ConceptData(pl.LightningDataModule):
             latent_seed: seed of those draws.
         """
         super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be at least 1 (images per unlearning step), got {batch_size}")
         if latents not in LATENTS:
             raise ValueError(f"unknown data.latents {latents!r}; use one of: {', '.join(LATENTS)}")
         self.generation = generation or GenerationOptions()
@@ -180,17 +194,18 @@ class ConceptData(pl.LightningDataModule):
         self.dataset: Dataset | None = None
         self._sets: dict[str, ConceptLatents] = {}
 
-    def _needed(self) -> list[str]:
-        """The image sets of the attached method: what it trains on, and what its mask ranks weights with."""
-        module = self.trainer.lightning_module
+    def _needed(self, module=None) -> list[str]:
+        """The image sets of the method (by default the attached one): what it trains on, and what its mask
+        ranks weights with."""
+        module = self.trainer.lightning_module if module is None else module
         needed = {module.trains_on} - {"none"}
         needed |= {"salun": {"concept"}, "rbm": {"retained"}}.get(module.mask, set())
         return sorted(needed)
 
-    def _prompts(self, kind: str) -> list[tuple[str, str]]:
+    def _prompts(self, kind: str, module=None) -> list[tuple[str, str]]:
         """(image_dirs key, prompt) of each concept image set, or of each retained prompt, in label order.
         A concept's folder is keyed by its word; by the erase prompt when the concept has several."""
-        module = self.trainer.lightning_module
+        module = self.trainer.lightning_module if module is None else module
         if kind == "concept":
             items = module.erase_items()
             count = Counter(i for i, _ in items)
@@ -212,16 +227,23 @@ class ConceptData(pl.LightningDataModule):
         for kind in self._needed():
             self._files(kind)
 
-    def setup(self, stage: str) -> None:
-        if self.dataset is not None:
-            return
-        module = self.trainer.lightning_module
-        keys = {key for kind in ("concept", "retained") if kind in self._needed() for key, _ in self._prompts(kind)}
+    def check(self, module) -> None:
+        """Raise if `image_dirs` names a set that `module` does not use, or a folder without images."""
+        needed = self._needed(module)
+        keys = {key for kind in ("concept", "retained") if kind in needed for key, _ in self._prompts(kind, module)}
         unknown = set(self.image_dirs) - keys - set(module.concepts)
         if unknown:
             raise ValueError(
                 f"data.image_dirs names {sorted(unknown)}, which are neither model.concepts nor retained prompts"
             )
+        for folder in self.image_dirs.values():
+            folder_images(folder)
+
+    def setup(self, stage: str) -> None:
+        if self.dataset is not None:
+            return
+        module = self.trainer.lightning_module
+        self.check(module)
         size = module.pipe.unet.config.sample_size * module.pipe.vae_scale_factor
         seed = self.latent_seed if self.latents_kind == "sample" else None
         for kind in self._needed():
@@ -258,13 +280,24 @@ class ConceptData(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        # Our own DistributedSampler under DDP: Lightning's replacement would shuffle with the global seed,
-        # and `shuffle_seed` would no longer choose the order.
-        shard = self._shard(shuffle=True)
-        if shard is not None:
-            return DataLoader(self.dataset, batch_size=self.batch_size, sampler=shard)
+        # Our own sampler, a DistributedSampler: under DDP, Lightning would replace any other with one that
+        # shuffles with the global seed, and `shuffle_seed` would no longer choose the order. Ours also
+        # resumes mid-epoch.
+        trainer = self.trainer
+        ranks, rank = (1, 0) if trainer is None else (trainer.world_size, trainer.global_rank)
+        sampled = isinstance(self.dataset, ConceptLatents) and self.dataset.seed is not None
+        dataset = EpochDraws(self.dataset) if sampled else self.dataset
+        order = TrainOrder(dataset, self.shuffle_seed, self.batch_size, self._done_in_epoch, ranks, rank)
+        # The generator only seeds workers: without one, every pass would draw from the global RNG, which
+        # the training steps draw from, and a resumed run makes one pass more than an uninterrupted one.
         gen = torch.Generator().manual_seed(self.shuffle_seed)
-        return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=True, generator=gen)
+        return ResumableLoader(dataset, batch_size=self.batch_size, sampler=order, generator=gen)
+
+    def _done_in_epoch(self) -> int:
+        """Samples of the current epoch this rank has trained on: more than 0 only in a run resumed mid-epoch."""
+        if self.trainer is None:
+            return 0
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.ready * self.batch_size
 
     def anchor_dataloader(self) -> DataLoader:
         """One ordered pass over the data (this rank's shard of it under DDP), for the sequential and

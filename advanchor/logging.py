@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import torch
 from PIL import Image
@@ -15,6 +16,19 @@ def wandb_has_credentials() -> bool:
         return True
     netrc = os.path.expanduser("~/.netrc")
     return os.path.isfile(netrc) and "api.wandb.ai" in open(netrc).read()
+
+
+SECRET_KEY = re.compile(r"(^|_)(api_?key|token|secret|password)$", re.IGNORECASE)
+
+
+def redact(config):
+    """`config` (nested dicts and lists) with the value of every key that names a secret replaced: the run's
+    config.yaml and its W&B config are shared, an API key must never reach them."""
+    if isinstance(config, dict):
+        return {k: "<redacted>" if SECRET_KEY.search(str(k)) else redact(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [redact(v) for v in config]
+    return config
 
 
 class AutoWandbLogger(WandbLogger):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import torch
 from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
+from .quiet import dropped
 
 TRAINABLE_SETS = ("attn2", "attn2-kv", "non-attn2", "ff-out", "all", "lora")
 ADAPTER = "advanchor"
@@ -25,6 +28,18 @@ class LoraOptions:
     target_modules: str = r".*attn2\.(to_q|to_k|to_v|to_out\.0)"
     dropout: float = 0.0
 
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise ValueError(f"model.lora.rank must be at least 1, got {self.rank}; a typical rank is 4")
+        if not self.alpha > 0:
+            raise ValueError(f"model.lora.alpha must be above 0, got {self.alpha}; alpha = rank keeps the scale at 1")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"model.lora.dropout must be in [0, 1), got {self.dropout}")
+        try:
+            re.compile(self.target_modules)
+        except re.error as err:
+            raise ValueError(f"model.lora.target_modules {self.target_modules!r} is not a regex ({err})") from None
+
 
 def resolve_path(path: str) -> str:
     if path == "toy":
@@ -34,22 +49,65 @@ def resolve_path(path: str) -> str:
     return path
 
 
-def load_pipeline(path: str, dtype: str = "float32") -> StableDiffusionPipeline:
-    """A Stable Diffusion pipeline from a local diffusers directory or a hub id (cache only offline)."""
+def _looks_like_hub_id(path: str) -> bool:
+    """`owner/name`, as the hub spells a repository, rather than a filesystem path."""
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", path) is not None
+
+
+def model_source(path: str) -> tuple[str, Path]:
+    """The resolved name of a model and its local path, after the checks that need no loading: a local
+    path must exist and hold a diffusers pipeline, anything else must be spelled as a hub id."""
     resolved = resolve_path(path)
-    local = Path(resolved)
-    if local.exists() and not (local / "model_index.json").is_file():
-        raise FileNotFoundError(
-            f"{resolved} is not a diffusers pipeline (no model_index.json); point model.pretrained (or --model) at one"
-        )
+    local = Path(resolved).expanduser()
+    if local.exists():
+        if not (local / "model_index.json").is_file():
+            raise FileNotFoundError(
+                f"{resolved} is not a diffusers pipeline (no model_index.json); point model.pretrained (or --model) "
+                "at one"
+            )
+    elif not _looks_like_hub_id(resolved):
+        raise FileNotFoundError(f"model path {resolved} does not exist; fix model.pretrained (or --model)")
+    return resolved, local
+
+
+def _from_pretrained(path: str, dtype: str, local_only: bool, allow_pickle: bool) -> StableDiffusionPipeline:
+    return StableDiffusionPipeline.from_pretrained(
+        path,
+        dtype=getattr(torch, dtype),
+        safety_checker=None,
+        requires_safety_checker=False,
+        local_files_only=local_only,
+        # None lets diffusers fall back to pickle (.bin) weights where a folder has no safetensors.
+        use_safetensors=None if allow_pickle else True,
+    )
+
+
+def load_pipeline(path: str, dtype: str = "float32", allow_pickle: bool = False) -> StableDiffusionPipeline:
+    """A Stable Diffusion pipeline from a local diffusers directory or a hub id (from the cache first, then
+    downloaded unless HF_HUB_OFFLINE=1). Weights load from safetensors only unless `allow_pickle`: a pickle
+    file can run code when it is loaded."""
+    resolved, local = model_source(path)
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(
-            resolved, dtype=getattr(torch, dtype), safety_checker=None, requires_safety_checker=False
-        )
+        try:
+            pipe = _from_pretrained(str(local) if local.exists() else resolved, dtype, True, allow_pickle)
+        except OSError:
+            if local.exists() or os.environ.get("HF_HUB_OFFLINE") == "1":
+                raise
+            # The download's own failure is reported below, as one line.
+            with dropped("diffusers.pipelines.pipeline_utils", "Couldn't connect to the Hub"):
+                pipe = _from_pretrained(resolved, dtype, False, allow_pickle)
     except (OSError, ValueError) as err:
+        if local.exists():
+            reason = " ".join(str(err).split())
+            raise ValueError(
+                f"cannot load the pipeline in {resolved}: {reason[:300]}; it must be a Stable Diffusion pipeline in "
+                "diffusers format with safetensors weights (pickle .bin weights: only with --allow_pickle, from a "
+                "source you trust)"
+            ) from err
         raise FileNotFoundError(
-            f"cannot load a pipeline from {resolved!r} ({type(err).__name__}); give a local diffusers directory "
-            "or a hub id that is in the local cache"
+            f"{resolved!r} is neither a local directory nor a hub id in the local Hugging Face cache, and it "
+            "could not be downloaded (offline?); download it where there is network (hf download "
+            f"{resolved}) or pass a local diffusers directory"
         ) from err
     pipe.set_progress_bar_config(disable=True)
     for module in (pipe.unet, pipe.vae, pipe.text_encoder):

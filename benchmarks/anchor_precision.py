@@ -21,6 +21,7 @@ from contextlib import nullcontext
 import torch
 
 from advanchor.anchors import AnchorOptions
+from advanchor.export import write_atomic
 from advanchor.methods import AdvAnchor
 from advanchor.models import load_pipeline
 from advanchor.testing import TOY_PROMPTS, tiny_pipeline
@@ -90,8 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"{r['loss_fp32']:>11.4e} {r['loss_bf16']:>11.4e}"
         )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        write_atomic(args.json, json.dumps(report, indent=2))
     return report
 
 

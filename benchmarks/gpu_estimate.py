@@ -118,10 +118,9 @@ def main(argv: list[str] | None = None) -> dict:
     }
     text = json.dumps(estimate, indent=2)
     if args.json:
-        tmp = Path(args.json).with_suffix(".tmp")
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
-        tmp.replace(args.json)
+        from advanchor.export import write_atomic
+
+        write_atomic(args.json, text)
     print(text)
     return estimate
 

@@ -35,6 +35,7 @@ import json
 
 import torch
 
+from advanchor.export import write_atomic
 from advanchor.masks import mask_sparsity, rbm_mask, salun_mask
 
 REGIMES = ("distinct", "overlapping")
@@ -152,8 +153,7 @@ def main() -> None:
     results = {regime: run(regime, args.seed, ratio=args.ratio) for regime in REGIMES}
     print("\n\n".join(format_table(regime, rows) for regime, rows in results.items()))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_atomic(args.json, json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -109,8 +109,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    from advanchor.export import write_atomic
+
     if args.one:
-        (out / f"{args.one}.json").write_text(json.dumps(run_one(args.one, out, args.model)))
+        write_atomic(out / f"{args.one}.json", json.dumps(run_one(args.one, out, args.model)))
         return []
     if args.model == str(STANDIN) and not STANDIN.is_dir():
         from advanchor.standin import write_standin
@@ -129,9 +131,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             sys.exit(f"error: configs/sd14/{name}.yaml failed; see {out / f'{name}.log'}")
         results.append(json.loads((out / f"{name}.json").read_text()))
         print(json.dumps(results[-1]), flush=True)
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2))
-    tmp.replace(out / "results.json")
+    write_atomic(out / "results.json", json.dumps(results, indent=2))
     return results
 
 

@@ -349,10 +349,9 @@ def main(argv: list[str] | None = None) -> dict:
     results = {mode: measure(args, mode) for mode in MODES}
     summary = summarise(args, results)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(args.json).with_suffix(".tmp")
-        tmp.write_text(json.dumps(summary, indent=2))
-        tmp.replace(args.json)
+        from advanchor.export import write_atomic
+
+        write_atomic(args.json, json.dumps(summary, indent=2))
     headline = ("time_ratio", "memory_ratio", "losses_match", "seconds_per_iteration", "peak_memory_mb")
     shown = {k: summary[k] for k in headline}
     print(json.dumps(shown, indent=2))

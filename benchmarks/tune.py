@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import itertools
 import json
 import os
@@ -83,10 +84,13 @@ def main(argv: list[str] | None = None) -> None:
         seconds = metrics.get("train_time_s", metrics.get("edit_time_s"))
         rows.append({"cell": name, **{c: after.get(c) for c in COLUMNS}, "seconds": seconds})
         print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()), flush=True)
-    with open(args.out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    from advanchor.export import write_atomic
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(args.out / "results.csv", buffer.getvalue())
 
 
 if __name__ == "__main__":

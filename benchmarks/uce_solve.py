@@ -19,6 +19,7 @@ import time
 import torch
 from diffusers import UNet2DConditionModel
 
+from advanchor.export import write_atomic
 from advanchor.methods.uce import uce_delta
 
 SD14_UNET = {
@@ -70,8 +71,7 @@ def main() -> None:
         head = f"erased {row['erased']}, preserved {row['preserved']:>3}"
         print(f"{head}: {row['projections']} projections in {row['seconds']:.2f} s")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+        write_atomic(args.json, json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

@@ -23,9 +23,11 @@ __all__ = [
     "load_benchmark",
     "perturb",
     "run_train_py",
+    "tiny_data",
     "tiny_module",
     "tiny_pipeline",
     "tiny_run",
+    "tiny_trainer",
 ]
 
 TRAINABLE = list(TRAINABLE_SETS)
@@ -53,6 +55,27 @@ def perturb(params: dict[str, torch.nn.Parameter], scale: float = 0.05, seed: in
             p.add_(scale * torch.randn(p.shape, generator=g).to(p))
 
 
+def tiny_data(tmp_path, images: int = 2) -> ConceptData:
+    """`images` concept images per concept, made in 2 steps and cached under `tmp_path`."""
+    return ConceptData(
+        generation=GenerationOptions(images_per_concept=images, steps=2, guidance_scale=2.0),
+        cache_dir=str(tmp_path / "cache"),
+    )
+
+
+def tiny_trainer(steps: int, **kw) -> pl.Trainer:
+    """A quiet CPU Trainer of `steps` steps, without logger or checkpoints; `kw` are more Trainer arguments."""
+    return pl.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        accelerator="cpu",
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kw,
+    )
+
+
 def tiny_run(
     tmp_path,
     strategy="interleaved",
@@ -76,20 +99,8 @@ def tiny_run(
         module.pipe.to(dtype)
     if compute is not None:
         compute.apply(module.pipe)
-    data = data or ConceptData(
-        generation=GenerationOptions(images_per_concept=2, steps=2, guidance_scale=2.0),
-        cache_dir=str(tmp_path / "cache"),
-    )
-    trainer = pl.Trainer(
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        accelerator="cpu",
-        precision=precision,
-        callbacks=callbacks,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    data = data or tiny_data(tmp_path)
+    trainer = tiny_trainer(steps, precision=precision, callbacks=callbacks)
     before = {n: p.detach().clone() for n, p in module.trained.items()}
     deltas0 = [d.detach().clone() for d in module.deltas]
     trainer.fit(module, datamodule=data)

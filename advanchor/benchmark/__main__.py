@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from pathlib import Path
 
+from ..errors import ArgumentParser, check_writable, reported
 from .cells import QUICK, default_configs, parse_concepts, parse_methods
 from .report import write_report
 from .runner import Settings, run
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m advanchor.benchmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--out", type=Path, required=True, help="folder of the cells, tables, plots and report")
@@ -50,7 +50,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> Path:
     args = parser().parse_args(argv)
-    try:
+    with reported(args.debug):
+        check_writable(args.out, "--out")
         if args.quick and args.concepts:
             raise ValueError("--quick picks the concepts itself; drop --concepts or --quick")
         methods = parse_methods(args.methods)
@@ -64,16 +65,12 @@ def main(argv: list[str] | None = None) -> Path:
         configs = args.configs or default_configs()
         if not configs.is_dir():
             raise FileNotFoundError(f"no config folder at {configs}; pass --configs DIR (the repository's configs/toy)")
-    except (ValueError, FileNotFoundError) as err:
-        sys.exit(f"error: {err}")
     # Lightning's per-fit notices (GPU/TPU availability, tips) would repeat once per cell.
     for name in ("pytorch_lightning", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     start = time.time()
-    try:
+    with reported(args.debug):
         rows, originals = run(args.out, methods, concepts, train_seeds, settings, configs)
-    except (ValueError, FileNotFoundError) as err:
-        sys.exit(f"error: {err}")
     files = write_report(args.out, rows, originals, title=f"advanchor toy benchmark: {args.out.name}")
     print(f"finished in {time.time() - start:.0f} s; wrote " + ", ".join(str(p) for p in files.values()))
     return args.out

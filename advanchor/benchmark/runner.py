@@ -19,8 +19,9 @@ from ..evaluate.attack import ATTACKS, AttackOptions
 from ..evaluate.toy import erasure_metrics, probe_image_map, read_image_map, scores, split_probes
 from ..export import staged_file, write_atomic
 from ..logging import image_grid
+from ..models import load_pipeline
 from ..toyworld import load_classifier
-from ..toyworld.quality import GUIDANCE_SCALE, STEPS, load_pipeline, probes
+from ..toyworld.quality import GUIDANCE_SCALE, STEPS, probes
 from ..toyworld.vocab import concept_kind
 from .cells import Cell, config_path
 from .metrics import cell_row
@@ -80,7 +81,7 @@ def original_images(out: Path, settings: Settings) -> dict[str, torch.Tensor]:
     path = out / "original" / "images.safetensors"
     if path.is_file():
         return safetensors.torch.load_file(path)
-    pipe = load_pipeline(None)
+    pipe = load_pipeline("toy")
     images = probe_image_map(
         pipe, probes(), settings.seeds, settings.guidance_scale, settings.eval_steps, settings.first_seed
     )
@@ -128,13 +129,14 @@ def run_cell(
         "--trainer.logger=false",
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
+        "--checkpoint.every_n_steps=0",  # a cell is resumed whole: a killed one is run again
         f"--output_dir={folder.parent}",
         f"--run_name={folder.name}",
         *(f"--{o}" for o in settings.overrides),
     ]
     run = build(argv)
     module = run.cli.model
-    result = fit(module, run.cli.datamodule, run.cli.trainer, config=run.cli.config.as_dict(), measure=False)
+    result = fit(module, run.cli.datamodule, run.cli.trainer, config=run.logged_config, measure=False)
     start = time.time()
     items = [p for group in split_probes(cell.concept) for p in group]
     images = probe_image_map(

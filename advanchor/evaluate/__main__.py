@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+from ..errors import ArgumentParser, check_writable, reported
+from ..export import write_atomic
 from .attack import ATTACKS, AttackOptions
 from .run import JUDGES, EvalOptions, evaluate
 
@@ -27,7 +28,7 @@ def format_report(report: dict) -> str:
 
 def parser() -> argparse.ArgumentParser:
     defaults, attack = EvalOptions(), AttackOptions()
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="toy", help="base pipeline: 'toy', a diffusers directory or a cached hub id")
     edit = p.add_mutually_exclusive_group()
     edit.add_argument("--lora", default=None, help="LoRA directory written by train.py (outputs/<run>/lora)")
@@ -52,6 +53,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance-scale", type=float, default=None, help="default 4.0 (toy) or 7.5")
     p.add_argument("--steps", type=int, default=None, help="DDIM steps, default 25 (toy) or 50")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--allow-pickle", action="store_true", help="also load pickle (.bin) weights, which can run code: trusted only"
+    )
     p.add_argument("--json", type=Path, default=None, help="write the report here")
     return p
 
@@ -78,14 +82,13 @@ def main(argv: list[str] | None = None) -> dict:
         guidance_scale=args.guidance_scale,
         steps=args.steps,
     )
-    try:
-        report = evaluate(args.model, args.concept, args.lora, args.unet_delta, options, args.device)
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        sys.exit(f"error: {err}")
+    with reported(args.debug):
+        if args.json:
+            check_writable(args.json, "--json")
+        report = evaluate(args.model, args.concept, args.lora, args.unet_delta, options, args.device, args.allow_pickle)
     print(format_report(report))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+        write_atomic(args.json, json.dumps(report, indent=2))
     return report
 
 

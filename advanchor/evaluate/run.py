@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..models import FrozenView, resolve_path
+from ..models import FrozenView, model_source, resolve_path
 from .attack import AttackOptions
 from .model import load_edited
 
@@ -38,6 +38,14 @@ class EvalOptions:
         if self.judge not in JUDGES:
             raise ValueError(f"unknown judge {self.judge!r}; use one of: {', '.join(JUDGES)}")
         self.attack.check()
+        if self.prompts is not None:
+            from .prompts import load_prompt_csv
+
+            load_prompt_csv(self.prompts)  # a bad CSV stops the run now, not after training
+        for name in ("resnet_weights", "lpips_weights", "fid_weights"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise FileNotFoundError(f"eval.{name} {path} does not exist; fix the path or leave it unset")
         return self
 
 
@@ -112,9 +120,11 @@ def evaluate(
     unet_delta: str | None = None,
     options: EvalOptions | None = None,
     device: str = "cpu",
+    allow_pickle: bool = False,
 ) -> dict:
     """Load base + edit and measure it (see `python -m advanchor.evaluate --help`)."""
     options = (options or EvalOptions()).check()
+    model_source(model)
     toy = is_toy_path(model)
     if toy:
         from ..toyworld.vocab import concept_kind
@@ -122,7 +132,7 @@ def evaluate(
         concept_kind(concept)
     elif options.prompts is None:
         raise ValueError("a real model is evaluated on a prompt set; pass --prompts CSV (I2P format)")
-    pipe, original = load_edited(model, lora, unet_delta)
+    pipe, original = load_edited(model, lora, unet_delta, allow_pickle)
     pipe.to(device)
     report = evaluate_pipeline(pipe, original, concept, options, toy)
     report["settings"].update({"model": model, "lora": lora, "unet_delta": unet_delta})

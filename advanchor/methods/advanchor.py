@@ -276,6 +276,7 @@ class AdvAnchor(ErasureMethod):
                 self.manual_backward(self.retain_weight * held / len(latents))
             for key, value in zip(logs, (align.item(), keep.item(), inner.loss, inner.steps, held.item())):
                 logs[key] += value / len(latents)
+        self.check_finite(logs)
         opt_unet.step()
         if not self.paper_grad_accumulation:
             opt_unet.zero_grad(set_to_none=True)
@@ -287,7 +288,8 @@ class AdvAnchor(ErasureMethod):
     def on_train_start(self) -> None:
         super().on_train_start()  # the weight-saliency mask, ranked on the original weights
         share_from_rank_zero(self.deltas)
-        if self.anchor.strategy == "interleaved":
+        # A resumed run's anchors come from its checkpoint, found by the pass that run made.
+        if self.anchor.strategy == "interleaved" or self.trainer.ckpt_path is not None:
             return
         passes, steps = (1, self.anchor.max_inner_steps)
         if self.anchor.strategy == "cyclical":
@@ -311,8 +313,23 @@ class AdvAnchor(ErasureMethod):
         if self.anchor.reset_optimizer:
             return torch.optim.Adam([delta], lr=self.anchor.lr)
         if self._delta_opts is None:
-            self._delta_opts = [torch.optim.Adam([d], lr=self.anchor.lr) for d in self.deltas]
+            self._delta_opts = self._new_delta_opts()
         return follow(self._delta_opts[index], delta)
+
+    def _new_delta_opts(self) -> list[torch.optim.Optimizer]:
+        return [torch.optim.Adam([d], lr=self.anchor.lr) for d in self.deltas]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)  # the deltas are trained parameters: they are in its state_dict
+        if self._delta_opts is not None:
+            checkpoint["delta_optimizers"] = [opt.state_dict() for opt in self._delta_opts]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if "delta_optimizers" in checkpoint:
+            self._delta_opts = self._new_delta_opts()
+            for opt, state in zip(self._delta_opts, checkpoint["delta_optimizers"]):
+                opt.load_state_dict(state)
 
 
 # The name before the method interface: code that imported it keeps working.

@@ -10,20 +10,29 @@ optimiser and export live here; data, evaluation, logging and the run folder liv
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import ClassVar
 
 import pytorch_lightning as pl
 import torch
+from torch.utils.hooks import RemovableHandle
 
 from .. import export
+from ..checkpoints import restore_rng, rng_state
 from ..losses import denoising
 from ..masks import check_mask, layer_sparsity, mask_sparsity, rbm_mask, salun_mask
 from ..models import ADAPTER, TRAINABLE_SETS, FrozenView, LoraOptions, add_lora, load_pipeline, trainable_parameters
 from ..text import encode, word_ids
 
 METHODS: dict[str, type[ErasureMethod]] = {}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A training loss became NaN or infinite; raised before the step that would have written it."""
+
+
 TRAINS_ON = ("concept", "retained", "none")
 
 
@@ -101,7 +110,11 @@ class ErasureMethod(pl.LightningModule):
         self.mask, self.mask_ratio = mask, mask_ratio
         self.retain = None if retain is None else list(retain)
         self.masks: dict[str, torch.Tensor] = {}
+        self._mask_hooks: list[RemovableHandle] = []
+        self._resumed: dict | None = None  # the checkpoint being resumed, until training starts
         self._pipe = None
+        # Checkpoints hold only what trains (`on_save_checkpoint`), not the frozen model.
+        self.strict_loading = False
         self._encoded: dict[tuple[str, ...], torch.Tensor] = {}
 
     # --- model assembly -------------------------------------------------------------------------
@@ -220,8 +233,15 @@ class ErasureMethod(pl.LightningModule):
     # --- weight-saliency masks -----------------------------------------------------------------------
 
     def on_train_start(self) -> None:
-        if self.mask != "none" and not self.masks:
+        if self._resumed is not None:
+            self._continue(self._resumed)
+            self._resumed = None
+        if self.mask == "none":
+            return
+        # A resumed run has its mask from the checkpoint: ranked on the original weights, not the trained ones.
+        if not self.masks:
             self.build_mask(self.trainer.datamodule)
+        self.hold_to_mask()
 
     def saliency(self, items: list[tuple[torch.Tensor, str]]) -> dict[str, torch.Tensor]:
         """Sum over (z_0, prompt) items of the denoising loss's gradient in every trained weight (SalUn's
@@ -235,8 +255,8 @@ class ErasureMethod(pl.LightningModule):
         return total
 
     def build_mask(self, data) -> None:
-        """Rank the trained weights once, from `data`'s concept (SalUn) or retained (RBM) images; keep the
-        update to the mask with gradient hooks; RBM also zeroes the weights it holds out."""
+        """Rank the trained weights once, from `data`'s concept (SalUn) or retained (RBM) images, into
+        `masks`; RBM also zeroes the weights it holds out."""
         if self.mask == "salun":
             prompts, latents = [prompt for _, prompt in self.erase_items()], data.latents("concept")
         else:
@@ -250,9 +270,17 @@ class ErasureMethod(pl.LightningModule):
             with torch.no_grad():
                 for name, keep in self.masks.items():
                     self.trained[name].mul_(keep)
-        for name, keep in self.masks.items():
-            # Zero gradients outside the mask: Adam's moments then stay zero there, so those weights never move.
-            self.trained[name].register_hook(lambda grad, keep=keep: grad * keep)
+
+    def hold_to_mask(self) -> None:
+        """Keep the update to `masks` with gradient hooks (replacing any earlier ones)."""
+        for handle in self._mask_hooks:
+            handle.remove()
+        # A checkpoint's masks arrive on the CPU; the weights may be elsewhere.
+        self.masks = {name: keep.to(self.trained[name].device) for name, keep in self.masks.items()}
+        # Zero gradients outside the mask: Adam's moments then stay zero there, so those weights never move.
+        self._mask_hooks = [
+            self.trained[name].register_hook(lambda grad, keep=keep: grad * keep) for name, keep in self.masks.items()
+        ]
 
     def edit(self) -> None:
         """A training-free editor's whole edit, in place, once the pipeline is attached."""
@@ -270,6 +298,7 @@ class ErasureMethod(pl.LightningModule):
         logs: dict[str, float] = {}
         for z0, label in zip(items, labels.tolist()):
             loss, figures = self.item_loss(z0, label)
+            self.check_finite({self.name: float(loss), **figures})
             self.manual_backward(loss / len(labels))
             for key, value in figures.items():
                 logs[key] = logs.get(key, 0.0) + value / len(labels)
@@ -277,8 +306,55 @@ class ErasureMethod(pl.LightningModule):
         opt.zero_grad(set_to_none=True)
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=True, batch_size=len(labels))
 
+    def check_finite(self, losses: dict[str, float]) -> None:
+        """Stop before the optimiser step when a loss is NaN or infinite: the weights it would write are lost."""
+        bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+        if bad:
+            name, value = next(iter(bad.items()))
+            raise NonFiniteLossError(
+                f"training stopped at step {self.global_step}: loss {name} is {value}; nothing was exported. "
+                "Lower model.lr (or use --trainer.precision=32-true) and run again"
+            )
+
     def configure_optimizers(self):
         return torch.optim.Adam(self.trained.values(), lr=self.lr)
+
+    # --- checkpoints (Lightning adds the optimizer states and the loops' progress) ---------------------
+
+    def _trained_names(self) -> set[str]:
+        return {name for name, p in self.named_parameters() if p.requires_grad}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keep only what trains (the frozen model is the pretrained one, loaded anew on resume), plus the
+        masks, the gradients left between steps (`paper_grad_accumulation`) and the RNG states."""
+        trained = self._trained_names()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trained}
+        checkpoint["masks"] = dict(self.masks)
+        checkpoint["grads"] = {n: p.grad for n, p in self.named_parameters() if n in trained and p.grad is not None}
+        checkpoint["rng"] = rng_state()
+
+    def check_resumable(self, checkpoint: dict) -> None:
+        """Raise unless `checkpoint` holds exactly the parameters this run trains."""
+        saved, trained = set(checkpoint["state_dict"]), self._trained_names()
+        if saved != trained:
+            name = sorted(saved ^ trained)[0]
+            raise ValueError(
+                f"the checkpoint's trained parameters are not this run's (e.g. {name!r}); resume with the model "
+                "settings of the run that wrote it"
+            )
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.check_resumable(checkpoint)
+        self.masks = dict(checkpoint["masks"])
+        self._resumed = {key: checkpoint[key] for key in ("grads", "rng")}
+
+    def _continue(self, checkpoint: dict) -> None:
+        """At the start of a resumed run's training, after Lightning has zeroed the gradients and drawn
+        what it draws: the gradients and RNG states that the checkpointed step left."""
+        params = dict(self.named_parameters())
+        for name, grad in checkpoint["grads"].items():
+            params[name].grad = grad.to(params[name])
+        restore_rng(checkpoint["rng"])
 
     # --- export --------------------------------------------------------------------------------------
 

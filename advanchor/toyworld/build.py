@@ -13,6 +13,7 @@ from pathlib import Path
 
 from diffusers import StableDiffusionPipeline
 
+from ..errors import ArgumentParser, check_writable, reported
 from ..export import staged_dir
 from .assets import ASSETS
 from .classifier import save_classifier
@@ -87,7 +88,7 @@ def build(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ASSETS, help="output directory (default: the package's assets)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--images", type=int, default=30000, help="renders for the VAE and the denoiser")
@@ -96,9 +97,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--classifier-steps", type=int, default=500)
     parser.add_argument("--classifier-pool", type=int, default=8000, help="renders the classifier trains on")
     args = parser.parse_args(argv)
-    report = build(
-        args.out, args.seed, args.images, args.vae_steps, args.unet_steps, args.classifier_steps, args.classifier_pool
-    )
+    with reported(args.debug):
+        counts = (args.images, args.vae_steps, args.unet_steps, args.classifier_steps, args.classifier_pool)
+        if min(counts) < 1:
+            raise ValueError(
+                "--images, --vae-steps, --unet-steps, --classifier-steps and --classifier-pool must be >= 1"
+            )
+        check_writable(args.out, "--out")
+    report = build(args.out, args.seed, *counts)
     print(json.dumps(report, indent=2))
 
 

@@ -14,8 +14,10 @@ from pathlib import Path
 import torch
 from diffusers import StableDiffusionPipeline
 
+from ..errors import ArgumentParser, check_writable, reported
 from ..evaluate.generate import generate
-from .assets import pipeline_path
+from ..export import write_atomic
+from ..models import load_pipeline
 from .classifier import Classifier, load_classifier
 from .vocab import COLORS, PARAPHRASES, SHAPES, STYLES
 
@@ -58,13 +60,6 @@ def probes() -> list[Probe]:
         for color in COLORS:
             out.append(Probe(f"a {color} {para}", "paraphrase", {"shape": shape}, {para: "shape"}))
     return out
-
-
-def load_pipeline(model: str | None) -> StableDiffusionPipeline:
-    path = model or pipeline_path()
-    if not Path(path).joinpath("model_index.json").is_file():
-        raise SystemExit(f"error: no diffusers pipeline at {path!r} (model_index.json missing); pass --model DIR")
-    return StableDiffusionPipeline.from_pretrained(path, local_files_only=True)
 
 
 def _mean(values: list[bool]) -> float:
@@ -138,7 +133,7 @@ def format_table(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="diffusers pipeline directory (default: the shipped toy model)")
     parser.add_argument("--seeds", type=int, default=16, help="seeds per prompt (default 16)")
     parser.add_argument("--guidance-scale", type=float, default=GUIDANCE_SCALE)
@@ -146,16 +141,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--classifier", default=None, help="classifier directory (default: the shipped one)")
     parser.add_argument("--json", type=Path, default=None, help="write the report here")
     args = parser.parse_args(argv)
-    if args.seeds < 1:
-        parser.error("--seeds must be at least 1")
+    if args.seeds < 1 or args.steps < 1:
+        parser.error("--seeds and --steps must be at least 1")
+    with reported(args.debug):
+        if args.json:
+            check_writable(args.json, "--json")
+        pipe, classifier = load_pipeline(args.model or "toy"), load_classifier(args.classifier)
     torch.manual_seed(0)
-    report = measure(
-        load_pipeline(args.model), load_classifier(args.classifier), args.seeds, args.guidance_scale, args.steps
-    )
+    report = measure(pipe, classifier, args.seeds, args.guidance_scale, args.steps)
     print(format_table(report))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+        write_atomic(args.json, json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
