@@ -21,6 +21,7 @@ from .compute import ComputeOptions, check_precision
 from .data import ConceptData
 from .errors import argument_message, check_writable, reported, take_debug
 from .evaluate.attack import AttackOptions
+from .evaluate.inversion import InversionOptions
 from .evaluate.run import EvalOptions
 from .logging import redact
 from .methods import ErasureMethod, method_class
@@ -175,7 +176,9 @@ def build(argv: list[str], default_configs: str | Path | None = None) -> Run:
     CheckpointOptions(**vars(config.checkpoint)).check().attach(cli.trainer, out)
     check_writable(out, "--output_dir")
     check_trainer(cli.trainer, cli.model)
-    evaluation = EvalOptions(**{**vars(config.eval), "attack": AttackOptions(**vars(config.eval.attack))}).check()
+    attack = vars(config.eval.attack)
+    attack = AttackOptions(**{**attack, "inversion": InversionOptions(**vars(attack["inversion"]))})
+    evaluation = EvalOptions(**{**vars(config.eval), "attack": attack}).check()
     check_inputs(cli.model, cli.datamodule, config.allow_pickle)
     if ckpt is not None:
         # The same check runs when Lightning loads it; here it fails before any work, in one line.

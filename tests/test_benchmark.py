@@ -4,6 +4,7 @@ import base64
 import csv
 import io
 import re
+from functools import partialmethod
 
 import pytest
 from PIL import Image
@@ -49,7 +50,15 @@ def test_metric_definitions_on_hand_made_classifier_outputs():
     assert row["cra"] == pytest.approx(80 / 90)  # 25 colour + 20 texture checks, 2 seeds each, 10 lost
     assert row["neighbor"] == pytest.approx(0.0)
     assert row["ira_original"] == row["cra_original"] == 1.0
-    assert row["pre_asr"] is None and row["post_asr"] is None  # no attack ran
+    assert row["pre_asr"] is None and row["attack_s"] is None  # no attack ran
+    assert not any(k.startswith("post_asr") for k in row)
+    # Under attacks: one pre-ASR, a post-ASR per attack, their run times summed.
+    report["attacks"] = {
+        name: {"pre_asr": 0.25, "post_asr": post, "attack": {"time_s": 2.0}}
+        for name, post in (("gcg", 0.5), ("inversion", 0.75))
+    }
+    row = cell_row(report, scores("circle", _perfect_readings()))
+    assert (row["pre_asr"], row["post_asr_gcg"], row["post_asr_inversion"], row["attack_s"]) == (0.25, 0.5, 0.75, 4.0)
 
     # A texture: IRA reads the other textures, CRA the shapes and colours; paraphrase prompts are not its own.
     striped = cell_row(scores("striped", readings), scores("striped", _perfect_readings()))
@@ -89,7 +98,7 @@ def test_names_parse_and_unknown_ones_are_one_line_errors(tmp_path, capsys):
     assert not any(tmp_path.iterdir())  # nothing written for bad input
 
 
-def test_a_folder_never_mixes_settings_or_config_versions(tmp_path):
+def test_a_folder_never_mixes_settings_or_config_versions(tmp_path, monkeypatch):
     config = tmp_path / "m.yaml"
     config.write_text("model: {lr: 0.1}\n")
     claim(tmp_path / "out", Settings(seeds=2), {"m.yaml": config})
@@ -99,6 +108,11 @@ def test_a_folder_never_mixes_settings_or_config_versions(tmp_path):
     config.write_text("model: {lr: 0.2}\n")
     with pytest.raises(ValueError, match="other versions of m.yaml"):
         claim(tmp_path / "out", Settings(seeds=2), {"m.yaml": config})
+    # Cells attacked under other attack defaults are not mixed in either.
+    claim(tmp_path / "attacked", Settings(attack="gcg"), {"m.yaml": config})
+    monkeypatch.setattr(runner.AttackOptions, "__init__", partialmethod(runner.AttackOptions.__init__, steps=99))
+    with pytest.raises(ValueError, match="attacked with other attack options"):
+        claim(tmp_path / "attacked", Settings(attack="gcg"), {"m.yaml": config})
 
 
 TINY = [
@@ -146,3 +160,18 @@ def test_two_cell_benchmark_writes_its_report_and_resumes(tmp_path, monkeypatch,
 
     with pytest.raises(SystemExit, match="other settings"):
         main(["--out", str(out), "--methods", "uce", "--concepts", "circle", *TINY[1:], "--seeds=2"])
+
+
+def test_attacks_add_their_columns_and_bad_ones_are_one_line_errors(tmp_path):
+    assert Settings(attack="gcg, inversion").check().attacks() == ["gcg", "inversion"]
+    assert Settings().check().attacks() == []
+    with pytest.raises(SystemExit, match=r"unknown attack 'pgd' in --attack; use none or some of: random, soft, "):
+        main(["--out", str(tmp_path / "bad"), "--attack", "random,pgd"])
+    out = tmp_path / "bench"
+    main(["--out", str(out), "--methods", "uce", "--concepts", "circle", "--attack", "random", *TINY])
+    with open(out / "results.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert 0.0 <= float(row["pre_asr"]) <= float(row["post_asr_random"]) <= 1.0
+    assert row["post_asr_gcg"] == "" and float(row["attack_s"]) >= 0.0
+    table = (out / "attacks.md").read_text()
+    assert "post_asr_random" in table and "post_asr_gcg" not in table and "| uce | circle |" in table

@@ -1,4 +1,7 @@
-"""Toy-world evaluation: metrics agree with an independent generation, attacks, fidelity, determinism."""
+"""Toy-world evaluation: metrics agree with an independent generation, fidelity, determinism.
+
+The attacks' own tests are in test_attack.py.
+"""
 
 import json
 import sys
@@ -12,20 +15,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tiny import tiny_pipeline  # noqa: E402
 
 from advanchor.evaluate.__main__ import main  # noqa: E402
-from advanchor.evaluate.attack import AttackOptions, AttackResult, PromptAttack, success_rates  # noqa: E402
 from advanchor.evaluate.fidelity import pixel_distance  # noqa: E402
 from advanchor.evaluate.toy import split_probes  # noqa: E402
 from advanchor.toyworld import load_classifier, pipeline_path  # noqa: E402
-
-
-def test_success_rates_count_pre_successes_in_post():
-    results = [
-        AttackResult("a", 0, pre=True, post=True, rounds=0, adversarial_prompt=None),
-        AttackResult("b", 0, pre=False, post=True, rounds=2, adversarial_prompt="x b"),
-        AttackResult("c", 0, pre=False, post=False, rounds=4, adversarial_prompt="y c"),
-        AttackResult("d", 0, pre=False, post=False, rounds=4, adversarial_prompt="z d"),
-    ]
-    assert success_rates(results) == {"pre_asr": 0.25, "post_asr": 0.5}
 
 
 def test_pixel_distance():
@@ -35,79 +27,6 @@ def test_pixel_distance():
     assert pixel_distance(a, torch.full_like(a, 0.25)) == pytest.approx(0.25)
     with pytest.raises(ValueError, match="paired"):
         pixel_distance(a, a[:1])
-
-
-def test_bad_attack_options_are_clear_errors():
-    with pytest.raises(ValueError, match="unknown attack 'gcg'"):
-        AttackOptions(method="gcg").check()
-    with pytest.raises(ValueError, match="at least 1"):
-        AttackOptions(method="soft", rounds=0).check()
-
-
-def _attack(method: str, judge, **kw) -> tuple[PromptAttack, torch.nn.Module]:
-    pipe = tiny_pipeline()
-    return PromptAttack(pipe, AttackOptions(method=method, **kw), judge, guidance_scale=2.0, steps=2), pipe
-
-
-def test_projection_maps_a_token_embedding_to_itself():
-    attack, _ = _attack("soft", lambda x: [False] * len(x))
-    ids = attack.vocab[:5]
-    assert torch.equal(attack._project(attack.table[ids]), ids)
-
-
-def test_adversarial_tokens_are_inserted_after_bos():
-    attack, pipe = _attack("random", lambda x: [False] * len(x), tokens=2)
-    ids = attack._ids("a red circle", attack.vocab[:2])[0].tolist()
-    plain = pipe.tokenizer("a red circle").input_ids
-    assert ids[:3] == [plain[0], *attack.vocab[:2].tolist()]
-    assert ids[3 : 3 + len(plain) - 1] == plain[1:]
-
-
-@pytest.mark.parametrize("method", ["random", "soft"])
-def test_attack_stops_at_the_first_success_and_runs_every_round_otherwise(method):
-    gen = torch.Generator().manual_seed(0)
-    target = torch.randn(1, 4, 8, 8)
-    calls = []
-
-    def never(images):
-        calls.append(len(images))
-        return [False] * len(images)
-
-    attack, _ = _attack(method, never, rounds=3, steps=2)
-    result = attack.run("a red circle", 0, pre=False, target=target, gen=gen)
-    assert (result.post, result.rounds, len(calls)) == (False, 3, 3)
-    assert result.adversarial_prompt.endswith("a red circle")
-    attack, _ = _attack(method, lambda images: [True] * len(images), rounds=3, steps=2)
-    result = attack.run("a red circle", 0, pre=False, target=target, gen=gen)
-    assert (result.post, result.rounds) == (True, 1)
-    # A prompt the edited model already shows needs no attack.
-    result = attack.run("a red circle", 0, pre=True, target=target, gen=gen)
-    assert (result.pre, result.post, result.rounds) == (True, True, 0)
-
-
-def test_soft_attack_lowers_the_denoising_loss():
-    attack, pipe = _attack("soft", lambda x: [False] * len(x), timestep_blocks=2)
-    target = torch.randn(1, 4, 8, 8)
-    prompt = "a red circle"
-    soft = attack.table[attack.vocab[:5]].clone().requires_grad_(True)
-    opt = torch.optim.Adam([soft], lr=0.05)
-
-    def loss_at(seed: int) -> torch.Tensor:
-        adv = attack._project(soft)
-        projected = soft + (attack.table[adv] - soft).detach()
-        return attack._denoising_loss(
-            target, attack._condition(attack._ids(prompt, adv), projected), torch.Generator().manual_seed(seed)
-        )
-
-    with torch.no_grad():
-        start = sum(loss_at(s) for s in range(4))
-    for step in range(30):
-        (grad,) = torch.autograd.grad(loss_at(step % 4), soft)
-        soft.grad = grad
-        opt.step()
-    with torch.no_grad():
-        end = sum(loss_at(s) for s in range(4))
-    assert end < start
 
 
 def test_toy_metrics_agree_with_an_independent_generation(tmp_path):
@@ -138,6 +57,10 @@ def test_random_attack_report_is_deterministic_and_post_covers_pre():
     args = ["--concept", "square", "--seeds", "1", "--attack", "random", "--attack-rounds", "2"]
     first, second = main(args), main(args)
     assert first["post_asr"] >= first["pre_asr"]
+    for report in (first, second):  # run times differ
+        assert report["attack"].pop("time_s") >= 0
+        for result in report["attack"]["results"]:
+            result.pop("seconds")
     assert first == second
 
 

@@ -225,3 +225,16 @@ def test_save_unet_delta_rejects_unknown_names(tmp_path):
     with pytest.raises(ValueError, match="originals is empty"):
         save_unet_delta(torch.nn.Linear(2, 2), {}, tmp_path / "delta.safetensors")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_evaluated_lora_turns_off_in_the_original_view(tmp_path, edited, base_output):
+    from advanchor.evaluate.model import load_edited
+
+    unet, expected = edited
+    tiny_pipeline(seed=0).save_pretrained(tmp_path / "base")
+    save_lora(unet, tmp_path / "lora", adapter_name=ADAPTER)
+    pipe, original = load_edited(str(tmp_path / "base"), str(tmp_path / "lora"))
+    assert torch.allclose(unet_output(pipe.unet), expected, atol=1e-5)
+    with original():  # fidelity, the attacks' targets and inversion's images all come from this view
+        assert torch.allclose(unet_output(pipe.unet), base_output, atol=1e-5)
+    assert torch.allclose(unet_output(pipe.unet), expected, atol=1e-5)

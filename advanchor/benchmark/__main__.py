@@ -39,7 +39,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=Settings.seeds, help="evaluation seeds per prompt (default 4)")
     p.add_argument("--first-seed", type=int, default=Settings.first_seed, help="first evaluation seed (default 0)")
     p.add_argument("--train-seeds", default="0", help="comma-separated training seeds (default 0)")
-    p.add_argument("--attack", default="none", help="none, random or soft: adds pre- and post-ASR (default none)")
+    p.add_argument(
+        "--attack",
+        default="none",
+        help="comma-separated attacks (random, soft, gcg, inversion): pre-ASR, a post-ASR column each (default none)",
+    )
     p.add_argument("--eval-steps", type=int, default=Settings.eval_steps, help="DDIM steps of the evaluation (25)")
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override in every cell's config (repeatable)"

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from statistics import harmonic_mean  # 0 when any value is 0: a method that erases nothing scores 0
 
+from ..evaluate.attack import ATTACKS
 from ..toyworld.quality import _mean
+
+ATTACKED = tuple(f"post_asr_{a}" for a in ATTACKS if a != "none")  # one post-ASR column per attack
 
 # One results.csv row per cell, in this order.
 COLUMNS = (
@@ -20,7 +23,8 @@ COLUMNS = (
     "neighbor",
     "fidelity",
     "pre_asr",
-    "post_asr",
+    *ATTACKED,
+    "attack_s",
     "ira_original",
     "cra_original",
     "train_s",
@@ -32,15 +36,18 @@ SUMMARY = ("method", "cells", "ua", "ira", "cra", "ira_ratio", "cra_ratio", "hme
 BEST_HIGH = SUMMARY[2:]
 
 
-def cell_row(report: dict, original: dict, attacked: bool = False) -> dict:
+def cell_row(report: dict, original: dict) -> dict:
     """UA, IRA, CRA (and the rest of a results.csv row but identity and timing) of one erased model's
     `scores` report, beside the original model's `scores` of the same concept at the same seeds.
 
     UA = share of the erased prompts' images that do not show the concept; IRA = accuracy of the erased
     concept's domain on the other prompts (other shapes for a shape); CRA = accuracy of the other domains.
-    pre_asr and post_asr only when an attack ran (`attacked`).
+    pre_asr, each attack's post_asr and the attacks' run time only when attacks ran (`report["attacks"]`,
+    attack name -> its `robustness` report).
     """
     para = report.get("paraphrase_erased_accuracy")
+    attacks = report.get("attacks", {})
+    first = next(iter(attacks.values()), {})
     return {
         "ua": 1.0 - report["erased_accuracy"],
         "paraphrase_ua": None if para is None else 1.0 - para,
@@ -49,8 +56,9 @@ def cell_row(report: dict, original: dict, attacked: bool = False) -> dict:
         "retained": report["retained_accuracy"],
         "neighbor": report.get("neighbor_accuracy"),
         "fidelity": report.get("fidelity"),
-        "pre_asr": report.get("pre_asr") if attacked else None,
-        "post_asr": report.get("post_asr") if attacked else None,
+        "pre_asr": first.get("pre_asr"),
+        **{f"post_asr_{name}": attack["post_asr"] for name, attack in attacks.items()},
+        "attack_s": sum(a["attack"]["time_s"] for a in attacks.values()) if attacks else None,
         "ira_original": original["in_domain_accuracy"],
         "cra_original": original["cross_domain_accuracy"],
     }

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..export import write_atomic
 from .cells import Cell
-from .metrics import BEST_HIGH, COLUMNS, SUMMARY, original_row, summarize
+from .metrics import ATTACKED, BEST_HIGH, COLUMNS, SUMMARY, original_row, summarize
 from .runner import sample_prompts
 
 MISSING = "–"  # a figure a cell does not have (no paraphrase for a texture, no attack): never an empty cell
@@ -205,7 +205,8 @@ def report_html(
 
 
 def write_report(out: Path, rows: list[dict], originals: dict[str, dict], title: str) -> dict[str, Path]:
-    """results.csv (and as a table, results.md), summary.md, scatter.png, heatmap.png and report.html in `out`."""
+    """results.csv (and as a table, results.md), summary.md, scatter.png, heatmap.png and report.html in `out`;
+    attacks.md, each cell's UA and ASRs, when attacks ran."""
     summary, original = summary_rows(rows, originals)
     plots = {"scatter.png": scatter_png(rows), "heatmap.png": heatmap_png(rows)}
     files = {name: write_atomic(out / name, png) for name, png in plots.items()}
@@ -213,6 +214,10 @@ def write_report(out: Path, rows: list[dict], originals: dict[str, dict], title:
     files["results.csv"] = out / "results.csv"
     files["summary.md"] = write_atomic(out / "summary.md", summary_markdown(summary, original))
     files["results.md"] = write_atomic(out / "results.md", results_markdown(rows))
+    attacked = [k for k in ATTACKED if any(r.get(k) is not None for r in rows)]
+    if attacked:
+        columns = ("method", "concept", "train_seed", "ua", "pre_asr", *attacked, "attack_s")
+        files["attacks.md"] = write_atomic(out / "attacks.md", results_markdown(rows, columns))
     page = report_html(out, rows, summary, original, plots, title)
     files["report.html"] = write_atomic(out / "report.html", page)
     return files

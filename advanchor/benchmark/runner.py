@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from ..api import fit
 from ..cli import build
 from ..evaluate.attack import ATTACKS, AttackOptions
-from ..evaluate.toy import erasure_metrics, probe_image_map, read_image_map, scores, split_probes
+from ..evaluate.toy import erasure_metrics, probe_image_map, read_image_map, robustness, scores, split_probes
 from ..export import staged_file, write_atomic
 from ..logging import image_grid
 from ..models import load_pipeline
@@ -38,16 +38,21 @@ class Settings:
     first_seed: int = 0  # the first of them (tuning uses 100 and up)
     eval_steps: int = STEPS  # DDIM steps of the evaluation images
     guidance_scale: float = GUIDANCE_SCALE
-    attack: str = "none"  # none | random | soft: adds pre_asr / post_asr
+    attack: str = "none"  # none, or comma-separated attacks (random, soft, gcg, inversion): pre_asr, post_asr_<attack>
     overrides: list[str] = field(default_factory=list)  # key=value applied to every cell's config
+
+    def attacks(self) -> list[str]:
+        """The attacks every cell is measured under, in order: none for "none"."""
+        return [] if self.attack == "none" else [a.strip() for a in self.attack.split(",")]
 
     def check(self) -> Settings:
         if self.seeds < 1 or self.eval_steps < 1:
             raise ValueError(f"--seeds and --eval-steps must be at least 1, got {self.seeds} and {self.eval_steps}")
         if self.first_seed < 0:
             raise ValueError(f"--first-seed must be 0 or more, got {self.first_seed}")
-        if self.attack not in ATTACKS:
-            raise ValueError(f"unknown attack {self.attack!r}; use one of: {', '.join(ATTACKS)}")
+        for name in self.attacks():
+            if name not in ATTACKS or name == "none":
+                raise ValueError(f"unknown attack {name!r} in --attack; use none or some of: {', '.join(ATTACKS[1:])}")
         for item in self.overrides:
             if "=" not in item or item.startswith("="):
                 raise ValueError(f"--set {item!r} is not key=value; e.g. --set trainer.max_steps=50")
@@ -55,9 +60,12 @@ class Settings:
 
 
 def claim(out: Path, settings: Settings, configs: dict[str, Path]) -> None:
-    """Record the settings and the configs' contents in `out`, or check them against a previous run's there."""
+    """Record the settings, the attacks' options and the configs' contents in `out`, or check them against a
+    previous run's there."""
     configs_hash = {name: hashlib.sha1(p.read_bytes()).hexdigest() for name, p in configs.items()}
-    record = {"settings": asdict(settings), "configs": configs_hash}
+    # The attacks' options are code defaults: a folder attacked under other defaults must not be mixed in.
+    attacks = {name: asdict(AttackOptions(method=name)) for name in settings.attacks()}
+    record = {"settings": asdict(settings), "configs": configs_hash, "attacks": attacks}
     path = out / SETTINGS_FILE
     if path.is_file():
         before = json.loads(path.read_text())
@@ -70,6 +78,8 @@ def claim(out: Path, settings: Settings, configs: dict[str, Path]) -> None:
             raise ValueError(
                 f"{out} holds cells trained with other versions of {', '.join(changed)}; use another --out"
             )
+        if before.get("attacks", attacks) != attacks:
+            raise ValueError(f"{out} holds cells attacked with other attack options (defaults); use another --out")
         record["configs"] = {**before["configs"], **configs_hash}
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(record, indent=2))
@@ -150,17 +160,32 @@ def run_cell(
         settings.guidance_scale,
         settings.eval_steps,
         original=module.frozen,
-        attack=AttackOptions(method=settings.attack),
         first_seed=settings.first_seed,
         images=images,
         original_images=original,
     )
+    readings = read_image_map(classifier, images)
+    erased = [(p, readings[p.prompt]) for p in split_probes(cell.concept)[0]]
+    report["attacks"] = {
+        name: robustness(
+            module.pipe,
+            classifier,
+            cell.concept,
+            erased,
+            module.frozen,
+            AttackOptions(method=name),
+            settings.guidance_scale,
+            settings.eval_steps,
+            settings.first_seed,
+        )
+        for name in settings.attacks()
+    }
     row = {
         "method": cell.method,
         "concept": cell.concept,
         "kind": concept_kind(cell.concept),
         "train_seed": cell.train_seed,
-        **cell_row(report, originals[cell.concept], attacked=settings.attack != "none"),
+        **cell_row(report, originals[cell.concept]),
         "train_s": result.metrics.get("train_time_s", result.metrics.get("edit_time_s")),
         "eval_s": round(time.time() - start, 2),
     }

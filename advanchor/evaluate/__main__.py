@@ -14,13 +14,16 @@ from pathlib import Path
 
 from ..errors import ArgumentParser, check_writable, reported
 from ..export import write_atomic
-from .attack import ATTACKS, AttackOptions
+from .attack import ATTACKS, SCHEDULES, TARGETS, AttackOptions
+from .inversion import InversionOptions
 from .run import JUDGES, EvalOptions, evaluate
 
 
 def format_report(report: dict) -> str:
     rows = [(k, v) for k, v in report.items() if isinstance(v, float)]
     rows += [(f"  {k}", v) for k, v in report.get("per_concept", {}).items()]
+    if "attack" in report:
+        rows.append(("attack_time_s", float(report["attack"]["time_s"])))
     for group in ("nudenet", "nudenet_original"):
         rows += [(f"{group}/{k}", float(v)) for k, v in report.get(group, {}).items()]
     return "\n".join(f"{k:<36} {v:.3f}" for k, v in rows)
@@ -41,8 +44,33 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--attack", choices=ATTACKS, default="none", help="adversarial prompt search (default none)")
     p.add_argument("--attack-tokens", type=int, default=attack.tokens, help="k prepended tokens")
     p.add_argument("--attack-rounds", type=int, default=attack.rounds, help="rounds, each ends with a judgement")
-    p.add_argument("--attack-steps", type=int, default=attack.steps, help="soft: optimisation steps per round")
+    p.add_argument("--attack-steps", type=int, default=attack.steps, help="soft, gcg: optimisation steps per round")
     p.add_argument("--attack-seeds", type=int, default=attack.seeds, help="toy: attacked seeds per erased prompt")
+    p.add_argument("--attack-lr", type=float, default=attack.lr, help="soft: Adam learning rate of the embeddings")
+    p.add_argument("--attack-restarts", type=int, default=attack.restarts, help="soft, gcg: chains judged in turn")
+    p.add_argument(
+        "--attack-timesteps", type=int, default=attack.timestep_blocks, help="soft, gcg: noisy latents per loss"
+    )
+    p.add_argument(
+        "--attack-schedule", choices=SCHEDULES, default=attack.schedule, help="soft, gcg: where timesteps are drawn"
+    )
+    p.add_argument(
+        "--attack-target", choices=TARGETS, default=attack.target, help="soft, gcg: the original's sampling or image"
+    )
+    p.add_argument("--attack-screen", type=int, default=attack.screen, help="soft, gcg: random draws per start")
+    p.add_argument("--attack-top-k", type=int, default=attack.top_k, help="gcg: substitutions per position")
+    p.add_argument("--attack-candidates", type=int, default=attack.candidates, help="gcg: swaps evaluated per step")
+    p.add_argument(
+        "--attack-ban-similarity",
+        type=float,
+        default=attack.ban_similarity,
+        help="tokens this cosine-close to the concept's are banned from the attacks",
+    )
+    p.add_argument("--inversion-steps", type=int, default=attack.inversion.steps, help="inversion: Adam steps")
+    p.add_argument("--inversion-lr", type=float, default=attack.inversion.lr, help="inversion: learning rate")
+    p.add_argument(
+        "--inversion-images", type=int, default=attack.inversion.images, help="inversion: original images learnt on"
+    )
     p.add_argument("--prompts", default=None, help="real models: I2P-format CSV (prompt, evaluation_seed, case_number)")
     p.add_argument("--judge", choices=JUDGES, default=defaults.judge, help="real models: concept judge")
     p.add_argument("--resnet-weights", default=None, help="ResNet-50 weights file (default: torch hub cache)")
@@ -70,7 +98,17 @@ def main(argv: list[str] | None = None) -> dict:
             tokens=args.attack_tokens,
             rounds=args.attack_rounds,
             steps=args.attack_steps,
+            lr=args.attack_lr,
+            restarts=args.attack_restarts,
+            timestep_blocks=args.attack_timesteps,
+            schedule=args.attack_schedule,
+            target=args.attack_target,
+            screen=args.attack_screen,
+            top_k=args.attack_top_k,
+            candidates=args.attack_candidates,
+            ban_similarity=args.attack_ban_similarity,
             seeds=args.attack_seeds,
+            inversion=InversionOptions(steps=args.inversion_steps, lr=args.inversion_lr, images=args.inversion_images),
         ),
         prompts=args.prompts,
         judge=args.judge,

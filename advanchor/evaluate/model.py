@@ -8,7 +8,7 @@ import safetensors
 from diffusers import StableDiffusionPipeline
 
 from ..export import load_unet_delta, read_delta
-from ..models import FrozenView, load_pipeline
+from ..models import ADAPTER, FrozenView, load_pipeline
 from ..quiet import dropped
 
 
@@ -57,7 +57,8 @@ def load_edited(
                 dropped("diffusers.loaders.lora_base", "No LoRA keys associated to"),
                 dropped("diffusers.loaders.peft", "was unsuccessful with the following error"),
             ):
-                pipe.load_lora_weights(str(weights.parent), weight_name=weights.name)
+                # Under our adapter name: the original() view turns off that adapter only.
+                pipe.load_lora_weights(str(weights.parent), weight_name=weights.name, adapter_name=ADAPTER)
         except (RuntimeError, ValueError, KeyError) as err:
             lines = [line.strip() for line in str(err).splitlines() if line.strip()]
             reason = next((line for line in lines if "size mismatch" in line), lines[0] if lines else "")

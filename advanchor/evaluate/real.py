@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from ..data import encode_pixels
 from .attack import AttackOptions, attack_prompts
 from .fid import InceptionFeatures, fid
 from .generate import generate_pairs
@@ -66,8 +65,7 @@ def real_metrics(
     if shows is not None:
         attack = (attack or AttackOptions()).check()
         units = [(c.prompt, c.seed, s) for c, s in zip(cases, shows)]
-        targets = encode_pixels(pipe.vae, before) if attack.method == "soft" else None
-        report.update(attack_prompts(pipe, attack, judge, units, targets, guidance_scale, steps))
+        report.update(attack_prompts(pipe, attack, judge, units, original, guidance_scale, steps, concept))
     elif attack is not None and attack.check().method != "none":
         raise ValueError(f"an attack needs a judge of {concept!r}; pick --judge nudenet or resnet50")
     return report

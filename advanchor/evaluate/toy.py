@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
-
 import torch
 from diffusers import StableDiffusionPipeline
 
-from ..data import encode_pixels
 from ..toyworld.classifier import Classifier
 from ..toyworld.quality import GUIDANCE_SCALE, STEPS, Probe, _mean, hits, per_concept, probe_images, probes, read_probes
 from ..toyworld.vocab import NEIGHBORS, PARAPHRASES, concept_kind
+from .asr import Original
 from .attack import AttackOptions, attack_prompts
 from .fidelity import pixel_distance
-
-Original = Callable[[], AbstractContextManager]  # while active, the pipeline is the original model
 
 
 def split_probes(concept: str) -> tuple[list[Probe], list[Probe], list[Probe]]:
@@ -142,16 +137,8 @@ def robustness(
     seeds = min(attack.seeds, min(len(preds) for _, preds in erased))
     kind = concept_kind(concept)
     units = [(p.prompt, first_seed + s, preds[s][kind] == concept) for p, preds in erased for s in range(seeds)]
-    targets = None
-    if attack.method == "soft":
-        # UnlearnDiffAtk's targets: the original model's own image of each attacked prompt and seed.
-        with original():
-            pixels = probe_images(
-                pipe, [p for p, _ in erased], seeds, guidance_scale, steps, first_seed
-            )  # units' order
-        targets = encode_pixels(pipe.vae, pixels)
 
     def judge(images: torch.Tensor) -> list[bool]:
         return [pred[kind] == concept for pred in classifier.predict(images)]
 
-    return attack_prompts(pipe, attack, judge, units, targets, guidance_scale, steps)
+    return attack_prompts(pipe, attack, judge, units, original, guidance_scale, steps, concept)

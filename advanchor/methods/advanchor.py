@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import torch
@@ -11,6 +11,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ..anchors import AnchorOptions, InnerResult, anchor_loss, follow, optimise_delta, share_from_rank_zero
+from ..evaluate.attack import AttackOptions, adversarial_ids, adversarial_text, adversarial_tokens
+from ..evaluate.inversion import PLACEHOLDER, condition, learn_word
 from ..losses import alignment
 from ..models import LoraOptions
 from ..text import encode, perturbed_embeddings, token_positions, tokenize
@@ -31,14 +33,14 @@ class PromptOptions:
     contexts: list[str] | None = None
 
     def __post_init__(self) -> None:
-        for field in ("erase", "anchor"):
-            has = "{context}" in getattr(self, field)
+        for name in ("erase", "anchor"):
+            has = "{context}" in getattr(self, name)
             if has and not self.contexts:
                 raise ValueError(
-                    f"model.prompts.{field} holds {{context}} but model.prompts.contexts is empty; add some"
+                    f"model.prompts.{name} holds {{context}} but model.prompts.contexts is empty; add some"
                 )
             if self.contexts and not has:
-                raise ValueError(f"model.prompts.contexts is set but model.prompts.{field} has no {{context}}; add it")
+                raise ValueError(f"model.prompts.contexts is set but model.prompts.{name} has no {{context}}; add it")
 
     def pairs(self, concept: str) -> list[tuple[str, str]]:
         """(c_e, c_a) of `concept`, one pair per context."""
@@ -46,6 +48,25 @@ class PromptOptions:
             (self.erase.format(concept=concept, context=c), self.anchor.format(concept=concept, context=c))
             for c in self.contexts or [None]
         ]
+
+
+@dataclass
+class RobustOptions:
+    """Training against an attack (AdvUnlearn, Zhang et al. 2024): every `every` steps the attack searches, on
+    the current model, for what brings each erase prompt back (gcg, soft: k tokens before it; inversion: a
+    learnt embedding of the concept word, `attack.inversion.steps` Adam steps on the concept image); the
+    found prompt is then erased too."""
+
+    every: int = 0  # optimiser steps between searches; 0: off, plain AdvAnchor
+    weight: float = 1.0  # weight of the adversarial prompt's alignment to the anchor
+    # The search: gcg, soft or inversion on the denoising objective of the concept image (no judge, no image).
+    attack: AttackOptions = field(default_factory=lambda: AttackOptions(method="gcg", rounds=1))
+
+    def __post_init__(self) -> None:
+        if self.every < 0 or self.weight < 0:
+            raise ValueError(f"model.robust.every and weight must be 0 or more, got {self.every} and {self.weight}")
+        if self.every and self.attack.check().method not in ("gcg", "soft", "inversion"):
+            raise ValueError(f"model.robust.attack.method must be gcg, soft or inversion, not {self.attack.method!r}")
 
 
 @dataclass
@@ -83,6 +104,7 @@ class AdvAnchor(ErasureMethod):
         retain_weight: float = 0.0,
         ddim_steps: int = 50,
         paper_grad_accumulation: bool = False,
+        robust: RobustOptions | None = None,
         mask: str = "none",
         mask_ratio: float = 0.5,
         retain: list[str] | None = None,
@@ -104,6 +126,8 @@ class AdvAnchor(ErasureMethod):
                 damage to shapes).
             ddim_steps: timesteps are drawn from one of this many equal bins, as in the official code.
             paper_grad_accumulation: never zero gradients, as the published scripts do (off = clean).
+            robust: training against an attack (off by default): the adversarial prompts found on the
+                current model are aligned to the concept's anchor as well.
             mask, mask_ratio, retain: the weight-saliency mask and the retained prompts (`ErasureMethod`).
         """
         super().__init__(concepts, pretrained, trainable, lora, lr, ddim_steps, mask, mask_ratio, retain)
@@ -122,6 +146,9 @@ class AdvAnchor(ErasureMethod):
         self.preservation_weight = preservation_weight
         self.retain_weight = retain_weight
         self.paper_grad_accumulation = paper_grad_accumulation
+        self.robust = robust or RobustOptions()
+        self.adversarial: dict[int, torch.Tensor] = {}  # erase item -> the latest adversarial tokens found, (k,)
+        self._searched: dict[int, int] = {}  # erase item -> the step of its latest search
         self._text: dict[int, _ConceptText] = {}
         self._delta_opts: list[torch.optim.Optimizer] | None = None
 
@@ -153,7 +180,8 @@ class AdvAnchor(ErasureMethod):
 
     def summary(self) -> dict:
         norms = [float(d.detach().norm()) for d in self.deltas]
-        return {**super().summary(), "strategy": self.anchor.strategy, "delta_norms": norms}
+        robust = {"adversarial_prompts": self.adversarial_prompts()} if self.adversarial else {}
+        return {**super().summary(), "strategy": self.anchor.strategy, "delta_norms": norms, **robust}
 
     def erase_prompts(self, concept: str) -> list[str]:
         return [erase for erase, _ in self.prompts.pairs(concept)]
@@ -250,10 +278,61 @@ class AdvAnchor(ErasureMethod):
                 self.anchor.early_stop,
             )
 
+    def _adversarial_prompt(self, item: int, z0: torch.Tensor) -> torch.Tensor | None:
+        """E(c_adv) of erase item `item`, (1, L, D): its prompt behind the latest tokens the attack found, searched
+        anew on the current model at every `robust.every`-th step; None while robust training is off.
+
+        The found prompt shares the concept's anchor rather than getting its own: it is an attack on the same
+        concept, whose anchor already says where the concept should go, and a second inner loop per search
+        would double the anchor's cost for a prompt that changes every few steps."""
+        if not self.robust.every:
+            return None
+        index, erase, _ = self.items[item]
+        concept = self.concepts[index]
+        inversion = self.robust.attack.method == "inversion"
+        due = self.global_step % self.robust.every == 0 and self._searched.get(item) != self.global_step
+        # An erase prompt first met between searches (one of several contexts or concepts) gets its own now.
+        if due or item not in self.adversarial:
+            # Its own generator: the search must not move the training's random stream, which resuming replays.
+            seed = self.global_step * 1_000_003 + item
+            if inversion:
+                found = learn_word(
+                    self.pipe, z0.unsqueeze(0), [0], [erase], concept, self.robust.attack.inversion, seed
+                )
+                self.adversarial[item] = found.embeddings  # (k, D)
+            else:
+                generator = torch.Generator().manual_seed(seed)
+                self.adversarial[item] = adversarial_tokens(
+                    self.pipe, erase, z0.unsqueeze(0), self.robust.attack, generator, concept=concept
+                ).cpu()  # (k,)
+            self._searched[item] = self.global_step
+        with torch.no_grad():
+            if inversion:
+                return condition(self.pipe, erase, concept, self.adversarial[item]).to(self.unet.dtype)
+            ids = adversarial_ids(self.tokenizer, erase, self.adversarial[item].unsqueeze(0))  # (1, L)
+            ids = ids.to(self.text_encoder.device)
+            return self.text_encoder(ids)[0].to(self.unet.dtype)
+
+    def adversarial_prompts(self) -> dict[str, str]:
+        """The latest adversarial prompt found for each erase prompt (robust training), as text; a learnt word
+        is written <v*>."""
+        out = {}
+        for i, found in self.adversarial.items():
+            index, erase, _ = self.items[i]
+            inverted = self.robust.attack.method == "inversion"
+            out[erase] = (
+                erase.replace(self.concepts[index], PLACEHOLDER)
+                if inverted
+                else adversarial_text(self.tokenizer, erase, found)
+            )
+        return out
+
     def training_step(self, batch, batch_idx):
         latents, labels = batch
         opt_unet = self.optimizers()
         logs = {"alignment": 0.0, "preservation": 0.0, "anchor_loss": 0.0, "inner_steps": 0.0, "retain": 0.0}
+        if self.robust.every:
+            logs["robust"] = 0.0
         for z0, label in zip(latents, labels.tolist()):
             zt, t, _ = self.noised(z0.unsqueeze(0).to(self.unet.device, self.unet.dtype))  # (1, C, h, w)
             text = self._concept_text(label)
@@ -274,6 +353,11 @@ class AdvAnchor(ErasureMethod):
                 n = retained.shape[0]
                 held = alignment(self.unet(zt.expand(n, -1, -1, -1), t.expand(n), retained).sample, eps_retained)
                 self.manual_backward(self.retain_weight * held / len(latents))
+            adversarial = self._adversarial_prompt(label, z0.to(self.unet.device, self.unet.dtype))
+            if adversarial is not None:
+                hidden = alignment(self.unet(zt, t, adversarial).sample, inner.eps_anchor)
+                self.manual_backward(self.robust.weight * hidden / len(latents))
+                logs["robust"] += hidden.item() / len(latents)
             for key, value in zip(logs, (align.item(), keep.item(), inner.loss, inner.steps, held.item())):
                 logs[key] += value / len(latents)
         self.check_finite(logs)
@@ -323,9 +407,11 @@ class AdvAnchor(ErasureMethod):
         super().on_save_checkpoint(checkpoint)  # the deltas are trained parameters: they are in its state_dict
         if self._delta_opts is not None:
             checkpoint["delta_optimizers"] = [opt.state_dict() for opt in self._delta_opts]
+        checkpoint["adversarial"] = dict(self.adversarial)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
+        self.adversarial = dict(checkpoint.get("adversarial", {}))
         if "delta_optimizers" in checkpoint:
             self._delta_opts = self._new_delta_opts()
             for opt, state in zip(self._delta_opts, checkpoint["delta_optimizers"]):

@@ -298,7 +298,7 @@ class ErasureMethod(pl.LightningModule):
         logs: dict[str, float] = {}
         for z0, label in zip(items, labels.tolist()):
             loss, figures = self.item_loss(z0, label)
-            self.check_finite({self.name: float(loss), **figures})
+            self.check_finite({self.name: loss.item(), **figures})
             self.manual_backward(loss / len(labels))
             for key, value in figures.items():
                 logs[key] = logs.get(key, 0.0) + value / len(labels)
