@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from ..api import fit
 from ..cli import build
 from ..evaluate.attack import ATTACKS, AttackOptions
-from ..evaluate.toy import erasure_metrics, probe_image_map, read_image_map, robustness, scores, split_probes
+from ..evaluate.toy import erasure_metrics, probe_image_map, read_image_map, scores, split_probes
 from ..export import staged_file, write_atomic
 from ..logging import image_grid
 from ..models import load_pipeline
@@ -163,23 +163,8 @@ def run_cell(
         first_seed=settings.first_seed,
         images=images,
         original_images=original,
+        attacks=tuple(AttackOptions(method=name) for name in settings.attacks()),
     )
-    readings = read_image_map(classifier, images)
-    erased = [(p, readings[p.prompt]) for p in split_probes(cell.concept)[0]]
-    report["attacks"] = {
-        name: robustness(
-            module.pipe,
-            classifier,
-            cell.concept,
-            erased,
-            module.frozen,
-            AttackOptions(method=name),
-            settings.guidance_scale,
-            settings.eval_steps,
-            settings.first_seed,
-        )
-        for name in settings.attacks()
-    }
     row = {
         "method": cell.method,
         "concept": cell.concept,

@@ -33,12 +33,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..data import encode_pixels
 from ..text import perturbed_embeddings, tokenize, word_ids
 from ..toyworld.vocab import PARAPHRASES
 from .asr import AttackResult, Judge, Original, Unit, success_rates
 from .generate import generate, generate_pairs
-from .inversion import InversionOptions, inversion_attack, placed
+from .inversion import InversionOptions, inversion_attack, original_latents, placed
 
 ATTACKS = ("none", "random", "soft", "gcg", "inversion")
 TARGETED = ("soft", "gcg")  # searches on the denoising objective: they need the original model's latents
@@ -216,8 +215,7 @@ class TokenSearch:
     ) -> Iterator[torch.Tensor]:
         """One candidate (k,) ids per round, without end. `target` (see `batch`) is what soft and gcg hold
         the edited model to under the adversarial prompt: the original model's image of `prompt`, or its
-        sampling trajectory. They run
-        `restarts` independent chains from random tokens in turn, one round each: a round runs `steps`
+        sampling trajectory. They run `restarts` independent chains in turn, one round each: a round runs `steps`
         steps of its chain and yields the chain's lowest-loss candidate not yielded before, so that every
         judgement sees a new prompt. `pool` collects the loss of every candidate they evaluated."""
         method = self.options.method
@@ -367,9 +365,8 @@ def original_targets(
     prompts = list(dict.fromkeys(units[i][0] for i in todo))
     pairs = [(prompts.index(units[i][0]), units[i][1]) for i in todo]
     if kind == "image":
-        with original():
-            pixels = generate_pairs(pipe, prompts, pairs, guidance_scale, steps, progress=False)
-        latents = encode_pixels(pipe.vae, pixels).to(pipe.unet.device, pipe.unet.dtype)
+        latents = original_latents(pipe, original, prompts, pairs, guidance_scale, steps)
+        latents = latents.to(pipe.unet.device, pipe.unet.dtype)
         return {i: latents[j : j + 1] for j, i in enumerate(todo)}
     calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 

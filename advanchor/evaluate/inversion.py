@@ -90,17 +90,23 @@ def initial_embeddings(pipe, concept: str, init: str) -> torch.Tensor:
 
 
 @torch.no_grad()
+def original_latents(
+    pipe, original: Original, prompts: list[str], pairs: list[tuple[int, int]], guidance_scale: float, steps: int
+) -> torch.Tensor:
+    """The original model's latents of (prompt index, seed) pairs: (len(pairs), C, h, w)."""
+    with original():
+        pixels = generate_pairs(pipe, prompts, pairs, guidance_scale, steps, progress=False)
+    return encode_pixels(pipe.vae, pixels)
+
+
 def concept_latents(
     pipe, original: Original, prompts: list[str], images: int, seed: int, guidance_scale: float, steps: int
 ) -> tuple[torch.Tensor, list[int]]:
     """The original model's `images` latents of the prompts (image i: prompt i mod P, seed seed + i):
     (images, C, h, w), and each latent's prompt index."""
     owner = [i % len(prompts) for i in range(images)]
-    with original():
-        pixels = generate_pairs(
-            pipe, prompts, [(p, seed + i) for i, p in enumerate(owner)], guidance_scale, steps, progress=False
-        )
-    return encode_pixels(pipe.vae, pixels), owner
+    pairs = [(p, seed + i) for i, p in enumerate(owner)]
+    return original_latents(pipe, original, prompts, pairs, guidance_scale, steps), owner
 
 
 def denoising_loss(pipe, latents: torch.Tensor, cond: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -97,11 +97,13 @@ def erasure_metrics(
     first_seed: int = 0,
     images: dict[str, torch.Tensor] | None = None,
     original_images: dict[str, torch.Tensor] | None = None,
+    attacks: tuple[AttackOptions, ...] = (),
 ) -> dict:
     """`scores` of the edited pipeline at seeds first_seed..first_seed+seeds-1 (tuning reads other seeds
     than the reported evaluation); with `original` also fidelity, pre_asr and post_asr (under `attack`,
     none by default). `images` / `original_images` (`probe_image_map`'s) are used instead of generating
-    the edited / original model's images again, as the benchmark does."""
+    the edited / original model's images again, as the benchmark does. Each of `attacks` adds its own
+    `robustness` report under report["attacks"][method] (the benchmark's attack columns)."""
     erased, paraphrased, retained = split_probes(concept)
     if images is None:
         images = probe_image_map(pipe, erased + paraphrased + retained, seeds, guidance_scale, steps, first_seed)
@@ -115,9 +117,10 @@ def erasure_metrics(
         before = torch.cat([original_images[p.prompt] for p in retained])
         report["fidelity"] = pixel_distance(before, torch.cat([images[p.prompt] for p in retained]))
         erased_readings = [(p, readings[p.prompt]) for p in erased]
-        report.update(
-            robustness(pipe, classifier, concept, erased_readings, original, attack, guidance_scale, steps, first_seed)
-        )
+        args = (pipe, classifier, concept, erased_readings, original)
+        report.update(robustness(*args, attack, guidance_scale, steps, first_seed))
+        if attacks:
+            report["attacks"] = {a.method: robustness(*args, a, guidance_scale, steps, first_seed) for a in attacks}
     return report
 
 
