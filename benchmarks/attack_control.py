@@ -1,6 +1,6 @@
 """The attacks' positive control: on a weakly erased adapter, do soft and gcg beat random?
 
-    python benchmarks/attack_control.py [--out outputs/attack-control] [--setting 0:8] [--setting 24:16]
+    python benchmarks/attack_control.py [--out outputs/attack-control] [--setting 0:8] [--setting 8:16]
 
 Trains README's weakly erased circle adapter unless OUT/lora exists (`python train.py
 --trainer.max_steps=120 --model.lr=7e-4 --model.lora.target_modules='.*attn2\\.(to_q|to_k|to_v|to_out\\.0)'
@@ -8,7 +8,8 @@ Trains README's weakly erased circle adapter unless OUT/lora exists (`python tra
 circle prompts with every attack at its default options, the ban on, at each setting FIRST:SEEDS (every
 one of the seeds attacked, as `python -m advanchor.evaluate --seeds S --attack-seeds S --first-seed F`
 does). Each (setting, attack) is written to OUT/attacks/ and read back, not rerun, while its options are
-unchanged; OUT/attacks.json and OUT/attacks.md hold the table.
+unchanged; OUT/attacks.json and OUT/attacks.md hold the table. `--lora DIR --concept WORD` attacks another
+adapter (e.g. a benchmark cell's) instead; `--set KEY=VALUE` changes an attack option (e.g. schedule=low).
 """
 
 from __future__ import annotations
@@ -28,14 +29,18 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from advanchor.evaluate.asr import Unit  # noqa: E402
 from advanchor.evaluate.attack import AttackOptions, attack_prompts  # noqa: E402
 from advanchor.evaluate.model import load_edited  # noqa: E402
 from advanchor.evaluate.toy import split_probes  # noqa: E402
 from advanchor.export import write_atomic  # noqa: E402
 from advanchor.toyworld import load_classifier, pipeline_path  # noqa: E402
 from advanchor.toyworld.quality import GUIDANCE_SCALE, STEPS, probe_images, read_probes  # noqa: E402
+from advanchor.toyworld.vocab import concept_kind  # noqa: E402
 
 CONCEPT = "circle"
+# The attacks' defaults were tuned on the first three (seeds 0-39); 40-71 are held out.
+SETTINGS = ["0:8", "8:16", "24:16", "40:16", "56:16"]
 TRAIN = [
     "--trainer.max_steps=120",
     "--model.lr=7e-4",
@@ -54,32 +59,34 @@ def train(out: Path) -> None:
 
 
 class Control:
-    """The edited pipeline and its (prompt, seed, pre-success) units per setting."""
+    """An edited pipeline, its judge for `concept` and its (prompt, seed, pre-success) units per setting."""
 
-    def __init__(self, lora: Path):
+    def __init__(self, lora: Path, concept: str = CONCEPT):
         self.pipe, self.original = load_edited(pipeline_path(), str(lora))
         self.classifier = load_classifier()
-        self.erased = split_probes(CONCEPT)[0]
-        self.units: dict[tuple[int, int], list[tuple[str, int, bool]]] = {}
+        self.concept, self.kind = concept, concept_kind(concept)
+        self.erased = split_probes(concept)[0]
+        self.units: dict[tuple[int, int], list[Unit]] = {}
 
-    def prepare(self, first: int, seeds: int) -> list[tuple[str, int, bool]]:
+    def judge(self, images: torch.Tensor) -> list[bool]:
+        return [pred[self.kind] == self.concept for pred in self.classifier.predict(images)]
+
+    def prepare(self, first: int, seeds: int) -> list[Unit]:
         """The units of a setting, probe-major as `toy.robustness` has them."""
         if (first, seeds) not in self.units:
             args = (self.erased, seeds, GUIDANCE_SCALE, STEPS, first)
             readings = read_probes(self.classifier, probe_images(self.pipe, *args), seeds)
             self.units[first, seeds] = [
-                (p.prompt, first + s, preds[s]["shape"] == CONCEPT)
+                (p.prompt, first + s, preds[s][self.kind] == self.concept)
                 for p, preds in zip(self.erased, readings)
                 for s in range(seeds)
             ]
         return self.units[first, seeds]
 
     def attack(self, options: AttackOptions, first: int, seeds: int) -> dict:
-        def judge(images: torch.Tensor) -> list[bool]:
-            return [pred["shape"] == CONCEPT for pred in self.classifier.predict(images)]
-
         units = self.prepare(first, seeds)
-        return attack_prompts(self.pipe, options, judge, units, self.original, GUIDANCE_SCALE, STEPS, CONCEPT)
+        args = (GUIDANCE_SCALE, STEPS, self.concept)
+        return attack_prompts(self.pipe, options, self.judge, units, self.original, *args)
 
 
 def table(rows: list[dict]) -> str:
@@ -96,32 +103,52 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def overrides(pairs: list[str]) -> dict:
+    """KEY=VALUE pairs as AttackOptions fields, each cast to its default's type."""
+    defaults = asdict(AttackOptions())
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if key not in defaults or isinstance(defaults[key], dict) or key in ("method", "seeds"):
+            sys.exit(f"error: --set {pair}: not an attack option; use one of the scalar fields of AttackOptions")
+        out[key] = type(defaults[key])(value)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=REPO / "outputs" / "attack-control")
-    p.add_argument("--setting", action="append", default=None, help="FIRST:SEEDS (default 0:8, 24:16 and 40:16)")
+    p.add_argument("--lora", type=Path, default=None, help="attack this adapter instead (default: OUT/lora, trained)")
+    p.add_argument("--concept", default=CONCEPT, help=f"the adapter's erased concept (default {CONCEPT})")
+    p.add_argument("--setting", action="append", default=None, help=f"FIRST:SEEDS (default {', '.join(SETTINGS)})")
     p.add_argument(
         "--attack", action="append", default=None, help="attacks to run (default random, soft, gcg, inversion)"
     )
+    p.add_argument("--set", action="append", default=[], help="KEY=VALUE: an attack option other than its default")
     args = p.parse_args()
+    changed = overrides(args.set)
     out = args.out.resolve()
-    if not (out / "lora").is_dir():
+    lora = args.lora or out / "lora"
+    if args.lora is None and not lora.is_dir():
         train(out)
+    if not lora.is_dir():
+        sys.exit(f"error: no adapter at {lora}: pass a LoRA folder (with pytorch_lora_weights.safetensors)")
+    tag = "".join(f"-{k}={v}" for k, v in sorted(changed.items()))
     control = None
     rows = []
-    for setting in args.setting or ["0:8", "24:16", "40:16"]:
+    for setting in args.setting or SETTINGS:
         first, seeds = (int(v) for v in setting.split(":"))
         for method in args.attack or ["random", "soft", "gcg", "inversion"]:
-            options = AttackOptions(method=method, seeds=seeds)
-            part = out / "attacks" / f"{method}-{first}-{seeds}.json"
+            options = AttackOptions(method=method, seeds=seeds, **changed)
+            part = out / "attacks" / f"{method}{tag}-{first}-{seeds}.json"
             row = json.loads(part.read_text()) if part.exists() else None
             if row is None or row["options"] != asdict(options):
-                control = control or Control(out / "lora")
+                control = control or Control(lora, args.concept)
                 start = time.perf_counter()
                 report = control.attack(options, first, seeds)
                 row = {
                     "setting": setting,
-                    "method": method,
+                    "method": method + tag,
                     "options": asdict(options),
                     "units": len(report["attack"]["results"]),
                     "pre_asr": report["pre_asr"],

@@ -171,7 +171,8 @@ def test_restarts_are_independent_chains_judged_in_turn(pipe):
 
 
 @pytest.mark.parametrize(
-    ("schedule", "low", "high"), [("stratified", 0, 1000), ("uniform", 0, 1000), ("low", 0, 500), ("high", 500, 1000)]
+    ("schedule", "low", "high"),
+    [("stratified", 0, 1000), ("uniform", 0, 1000), ("low", 0, 500), ("high", 500, 1000), ("early", 800, 1000)],
 )
 def test_timestep_schedules(pipe, schedule, low, high):
     attack = search(pipe, "soft", schedule=schedule, timestep_blocks=10)

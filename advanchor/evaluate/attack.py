@@ -41,7 +41,7 @@ from .inversion import InversionOptions, inversion_attack, original_latents, pla
 
 ATTACKS = ("none", "random", "soft", "gcg", "inversion")
 TARGETED = ("soft", "gcg")  # searches on the denoising objective: they need the original model's latents
-SCHEDULES = ("stratified", "uniform", "low", "high")
+SCHEDULES = ("stratified", "uniform", "low", "high", "early")
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # timesteps (B,), targets and noisy latents (B, C, h, w)
 TARGETS = ("trajectory", "image")
@@ -68,17 +68,19 @@ class AttackOptions:
     method: str = "none"  # none | random | soft | gcg | inversion
     tokens: int = 5  # k tokens prepended to the erased prompt (UnlearnDiffAtk's default)
     rounds: int = 4  # generate and judge after each round; stop at the first success
-    # The search defaults (steps, restarts, schedule, target, screen, candidates) were chosen on README's weakly
-    # erased control at seeds 0-7, 8-23 and 24-39 (`benchmarks/attack_control.py`) while `load_edited`'s
-    # original view was a no-op, so the targets were the edited model's own: there they beat random tokens;
-    # with the original's targets they tie it (README, "Measured on the toy world").
+    # The search defaults were chosen on README's weakly erased circle adapter at seeds 0-7, 8-23 and 24-39
+    # (`benchmarks/attack_control.py`); seeds 40-71 were held out (README, "Measured on the toy world").
     steps: int = 4  # soft, gcg: optimisation steps per round
     lr: float = 0.01  # soft: Adam learning rate of the k token embeddings
     restarts: int = 4  # soft, gcg: independent chains from random tokens, judged in turn (one per round)
-    timestep_blocks: int = 4  # soft, gcg: noisy latents per loss evaluation, one from each block of the schedule
+    timestep_blocks: int = 5  # soft, gcg: noisy latents per loss evaluation, one from each block of the schedule
     # soft, gcg: where the timesteps lie: stratified over [0, T), uniform over [0, T) (i.i.d.), low: stratified
-    # over [0, T/2), the last half of sampling, or high: over [T/2, T), the noisy first half.
-    schedule: str = "low"
+    # over [0, T/2), the last half of sampling, high: over [T/2, T), the noisy first half, or early: over
+    # [4T/5, T), the first fifth, where a shape is laid out. On the control's tuning seeds the loss there
+    # ranks the tokens that bring circle back above those that do not (AUC 0.58), while over the last half
+    # it ranks them the wrong way round (0.34; `benchmarks/attack_signal.py`). A texture is decided later:
+    # on ESD's striped adapter early falls below random tokens (README).
+    schedule: str = "early"
     # soft, gcg: what the edited model is held to. image: UnlearnDiffAtk's, the noise added to the original
     # model's image of the prompt; trajectory: the original model's own predictions along its sampling at
     # the attacked seed, so the search aims at the one image the judge will see.
@@ -109,6 +111,19 @@ class AttackOptions:
             raise ValueError(f"attack ban_similarity is a cosine similarity in (-1, 1], got {self.ban_similarity}")
         self.inversion.check()
         return self
+
+
+def schedule_span(schedule: str, total: int) -> tuple[int, int]:
+    """The indices [low, high) of [0, total) (timesteps, or trajectory steps in timestep order) that a
+    stratified `schedule` draws from; uniform draws from all of them."""
+    half, fifth = max(total // 2, 1), max(total // 5, 1)
+    return {
+        "stratified": (0, total),
+        "uniform": (0, total),
+        "low": (0, half),
+        "high": (total // 2, total),
+        "early": (total - fifth, total),
+    }[schedule]
 
 
 def banned_tokens(tokenizer, table: torch.Tensor, concept: str | None, similarity: float) -> list[int]:
@@ -182,8 +197,7 @@ class TokenSearch:
         n = self.options.timestep_blocks
         if self.options.schedule == "uniform":
             return torch.randint(total, (n,), generator=gen)
-        half = max(total // 2, 1)
-        low, high = {"stratified": (0, total), "low": (0, half), "high": (total // 2, total)}[self.options.schedule]
+        low, high = schedule_span(self.options.schedule, total)
         # A short sampling (few trajectory steps) has fewer steps than blocks: each is then used once.
         n = min(n, high - low)
         edges = [low + (high - low) * b // n for b in range(n + 1)]
