@@ -75,28 +75,28 @@ def auc(scores: list[float], back: list[bool]) -> float | None:
     return sum((p < n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
 
 
-def mean_auc(units: list[dict], score) -> float:
-    values = [a for u in units if (a := auc(score(torch.tensor(u["losses"])).tolist(), u["back"])) is not None]
+def mean_auc(scores: list[torch.Tensor], backs: list[list[bool]]) -> float:
+    """`auc` averaged over the units that have draws of both outcomes: scores (D,) per unit."""
+    values = [a for x, back in zip(scores, backs) if (a := auc(x.tolist(), back)) is not None]
     return sum(values) / max(len(values), 1)
 
 
 def summary(units: list[dict], rounds: int) -> dict:
     steps = len(units[0]["timesteps"])
+    losses = [torch.tensor(u["losses"]) for u in units]  # (D, S) per unit
+    backs = [u["back"] for u in units]
     per_step = [
-        {"step": s, "timestep": units[0]["timesteps"][s], "auc": mean_auc(units, lambda x, s=s: x[:, s])}
+        {"step": s, "timestep": units[0]["timesteps"][s], "auc": mean_auc([x[:, s] for x in losses], backs)}
         for s in range(steps)
     ]
+    n = len(backs[0])
+    chance = sum(1 - comb(n - sum(back), rounds) / comb(n, rounds) for back in backs)
     spans = []
     for name in SPANS:
         low, high = schedule_span(name, steps)
-
-        def score(x: torch.Tensor, low=low, high=high) -> torch.Tensor:
-            return x[:, low:high].mean(1)
-
-        best = sum(any(u["back"][j] for j in score(torch.tensor(u["losses"])).argsort()[:rounds]) for u in units)
-        n = len(units[0]["back"])
-        chance = sum(1 - comb(n - sum(u["back"]), rounds) / comb(n, rounds) for u in units)
-        row = {"schedule": name, "steps": f"{low}-{high - 1}", "auc": mean_auc(units, score)}
+        scores = [x[:, low:high].mean(1) for x in losses]  # (D,) per unit
+        best = sum(any(back[j] for j in x.argsort()[:rounds]) for x, back in zip(scores, backs))
+        row = {"schedule": name, "steps": f"{low}-{high - 1}", "auc": mean_auc(scores, backs)}
         spans.append({**row, "best": best, "chance": chance})
     return {"units": len(units), "per_step": per_step, "spans": spans}
 
