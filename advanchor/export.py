@@ -284,21 +284,39 @@ def read_delta(path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def load_unet_delta(target: Target, path: str | os.PathLike) -> Target:
-    """Add the deltas of a `save_unet_delta` file in place to the UNet of `target` (a pipeline or a UNet)."""
+def base_parameters(unet: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """The UNet's own parameters under their names without adapters: peft moves a layer's weight to
+    `<layer>.base_layer.weight` when a LoRA is loaded, and a delta names it `<layer>.weight`."""
+    return {n.replace(".base_layer.", "."): p for n, p in unet.named_parameters() if ".lora_" not in n}
+
+
+def check_unet_delta(unet: torch.nn.Module, deltas: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise if `deltas` (read from `source`) name a parameter `unet` lacks or have another shape."""
+    params = base_parameters(unet)
+    _check_names(deltas, params, source)
+    _check_shapes({name: t.shape for name, t in deltas.items()}, params, source)
+
+
+def load_unet_delta(target: Target, path: str | os.PathLike, scale: float = 1.0) -> Target:
+    """Add the deltas of a `save_unet_delta` file, times `scale`, in place to the UNet of `target` (a pipeline
+    or a UNet)."""
     unet = getattr(target, "unet", target)
     if not isinstance(unet, torch.nn.Module):
         raise TypeError(
             f"target is a {type(target).__name__}; pass a StableDiffusionPipeline or a UNet2DConditionModel"
         )
     deltas = read_delta(Path(path))
-    params = dict(unet.named_parameters())
     # Every check runs before the first write, so a bad file leaves the UNet untouched.
-    _check_names(deltas, params, str(path))
-    _check_shapes({name: t.shape for name, t in deltas.items()}, params, str(path))
+    check_unet_delta(unet, deltas, str(path))
+    add_unet_delta(unet, deltas, scale)
+    return target
+
+
+def add_unet_delta(unet: torch.nn.Module, deltas: Mapping[str, torch.Tensor], scale: float = 1.0) -> None:
+    """Add checked `deltas` (see `check_unet_delta`), times `scale`, to `unet`'s parameters in place."""
+    params = base_parameters(unet)
     with torch.no_grad():
         for name, delta in deltas.items():
             param = params[name]
             # Summed in float32 so that half-precision weights land on the fine-tuned values, not one rounding off.
-            param.copy_(param.float() + delta.to(param.device))
-    return target
+            param.copy_(param.float() + scale * delta.to(param.device).float())

@@ -11,7 +11,7 @@ import safetensors.torch
 import torch
 from peft import LoraConfig
 from peft.tuners.lora import LoraLayer
-from tiny import tiny_pipeline
+from tiny import tiny_pipeline, unet_output
 
 from advanchor.export import (
     DELTA_FORMAT,
@@ -25,14 +25,6 @@ from advanchor.export import (
 
 ATTN2 = r".*attn2\.(to_q|to_k|to_v|to_out\.0)"
 ADAPTER = "advanchor"  # not peft's "default", so a dropped adapter_name cannot go unnoticed
-
-
-def unet_output(unet: torch.nn.Module) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(1)
-    sample = torch.randn(1, 4, 8, 8, generator=generator)
-    context = torch.randn(1, 5, 16, generator=generator)
-    with torch.no_grad():
-        return unet(sample, 10, encoder_hidden_states=context).sample
 
 
 @pytest.fixture(scope="module")

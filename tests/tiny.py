@@ -28,6 +28,7 @@ __all__ = [
     "tiny_pipeline",
     "tiny_run",
     "tiny_trainer",
+    "unet_output",
 ]
 
 TRAINABLE = list(TRAINABLE_SETS)
@@ -130,3 +131,12 @@ def run_train_py(tmp_path, *args: str, **env: str) -> subprocess.CompletedProces
         env=environment,
         timeout=600,
     )
+
+
+def unet_output(unet: torch.nn.Module) -> torch.Tensor:
+    """The tiny UNet's prediction for one fixed random latent, timestep and context."""
+    generator = torch.Generator().manual_seed(1)
+    sample = torch.randn(1, 4, 8, 8, generator=generator)
+    context = torch.randn(1, 5, 16, generator=generator)
+    with torch.no_grad():
+        return unet(sample, 10, encoder_hidden_states=context).sample

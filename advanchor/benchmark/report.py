@@ -88,19 +88,18 @@ def _figure_png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def _pyplot():
-    import matplotlib
+def _figure(figsize: tuple[float, float]):
+    """A figure drawn for a file only, without pyplot: it needs no display (a cluster node, CI) and leaves the
+    caller's backend alone (a notebook's inline plots stay on)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")  # files only: no display on a cluster node or in CI
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(figsize=figsize)
 
 
 def scatter_png(rows: list[dict]) -> bytes:
     """UA against retained accuracy, one point per cell, one colour per method."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    fig = _figure((6.4, 4.8))
+    ax = fig.subplots()
     for method in dict.fromkeys(r["method"] for r in rows):
         cells = [r for r in rows if r["method"] == method]
         ax.scatter([r["retained"] for r in cells], [r["ua"] for r in cells], label=method, alpha=0.8)
@@ -112,14 +111,11 @@ def scatter_png(rows: list[dict]) -> bytes:
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="lower left")
     ax.set_title("one point per (method, concept, training seed); top right is best")
-    png = _figure_png(fig)
-    plt.close(fig)
-    return png
+    return _figure_png(fig)
 
 
 def heatmap_png(rows: list[dict]) -> bytes:
     """UA per method (rows) and concept (columns), averaged over training seeds."""
-    plt = _pyplot()
     methods = list(dict.fromkeys(r["method"] for r in rows))
     concepts = list(dict.fromkeys(r["concept"] for r in rows))
     grid = [[math.nan] * len(concepts) for _ in methods]
@@ -128,7 +124,8 @@ def heatmap_png(rows: list[dict]) -> bytes:
             values = [r["ua"] for r in rows if r["method"] == m and r["concept"] == c]
             if values:
                 grid[i][j] = sum(values) / len(values)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(concepts), 1.0 + 0.45 * len(methods)))
+    fig = _figure((1.0 + 0.7 * len(concepts), 1.0 + 0.45 * len(methods)))
+    ax = fig.subplots()
     image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(concepts)), concepts, rotation=45, ha="right")
     ax.set_yticks(range(len(methods)), methods)
@@ -137,9 +134,7 @@ def heatmap_png(rows: list[dict]) -> bytes:
             ax.text(j, i, fmt(value), ha="center", va="center", fontsize=7, color="white" if value < 0.6 else "black")
     fig.colorbar(image, ax=ax, label="UA")
     ax.set_title("UA per method and concept")
-    png = _figure_png(fig)
-    plt.close(fig)
-    return png
+    return _figure_png(fig)
 
 
 def _img(png: bytes, alt: str, scale: int = 1) -> str:

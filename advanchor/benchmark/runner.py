@@ -120,6 +120,26 @@ def finished(cell: Cell, out: Path) -> dict | None:
     return json.loads(path.read_text())["row"] if path.is_file() else None
 
 
+def train(config: Path, method: str, concepts: list[str], seed: int, folder: Path, overrides: list[str]):
+    """Erase `concepts` with `method` and the toy config `config` at training seed `seed`, unmeasured and
+    unsaved: (the built run, its result); `folder` is the run folder `result.save` should write."""
+    argv = [
+        f"--config={config}",
+        f"--method={method}",
+        f"--model.concepts=[{','.join(concepts)}]",
+        f"--seed_everything={seed}",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--checkpoint.every_n_steps=0",  # a cell is resumed whole: a killed one is run again
+        f"--output_dir={folder.parent}",
+        f"--run_name={folder.name}",
+        *(f"--{o}" for o in overrides),
+    ]
+    run = build(argv)
+    return run, fit(run.cli.model, run.cli.datamodule, run.cli.trainer, config=run.logged_config, measure=False)
+
+
 def run_cell(
     cell: Cell,
     out: Path,
@@ -131,22 +151,8 @@ def run_cell(
 ) -> dict:
     """Erase the cell's concept with its method's toy config, measure it against the original, save it."""
     folder = cell.folder(out)
-    argv = [
-        f"--config={config}",
-        f"--method={cell.method}",
-        f"--model.concepts=[{cell.concept}]",
-        f"--seed_everything={cell.train_seed}",
-        "--trainer.logger=false",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        "--checkpoint.every_n_steps=0",  # a cell is resumed whole: a killed one is run again
-        f"--output_dir={folder.parent}",
-        f"--run_name={folder.name}",
-        *(f"--{o}" for o in settings.overrides),
-    ]
-    run = build(argv)
+    run, result = train(config, cell.method, [cell.concept], cell.train_seed, folder, settings.overrides)
     module = run.cli.model
-    result = fit(module, run.cli.datamodule, run.cli.trainer, config=run.logged_config, measure=False)
     start = time.time()
     items = [p for group in split_probes(cell.concept) for p in group]
     images = probe_image_map(

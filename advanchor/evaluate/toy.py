@@ -6,7 +6,17 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from ..toyworld.classifier import Classifier
-from ..toyworld.quality import GUIDANCE_SCALE, STEPS, Probe, _mean, hits, per_concept, probe_images, probes, read_probes
+from ..toyworld.quality import (
+    GUIDANCE_SCALE,
+    STEPS,
+    Probe,
+    _mean,
+    hits,
+    per_concept,
+    probe_images,
+    probes,
+    read_probes,
+)
 from ..toyworld.vocab import NEIGHBORS, PARAPHRASES, concept_kind
 from .asr import Original
 from .attack import AttackOptions, attack_prompts
@@ -69,6 +79,20 @@ def scores(concept: str, readings: dict[str, list[dict]]) -> dict:
     if colors:
         report["color_accuracy"] = _mean(colors)
     return report
+
+
+def stack_scores(concepts: list[str], readings: dict[str, list[dict]]) -> dict:
+    """The toy metrics of erasing several concepts at once: each one's erased_accuracy (share of its
+    prompts' images that show it), and the retained_accuracy of the prompts that `split_probes` retains
+    for every one of them (those naming none of the concepts nor a shape's paraphrase)."""
+    erased, retained = {}, probes()
+    for concept in concepts:
+        kind = concept_kind(concept)
+        named, _, kept = split_probes(concept)
+        erased[concept] = _mean([pred[kind] == concept for p in named for pred in readings[p.prompt]])
+        retained = [p for p in retained if p in kept]
+    kept_hits = [h for p in retained for h in hits(p, readings[p.prompt])]
+    return {"erased_accuracy": erased, "retained_accuracy": _mean(kept_hits), "retained_prompts": len(retained)}
 
 
 def probe_image_map(pipe: StableDiffusionPipeline, items: list[Probe], seeds: int, *args) -> dict[str, torch.Tensor]:
