@@ -99,6 +99,9 @@ def test_module_and_script_commands_parse(command, monkeypatch):
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse)
     monkeypatch.chdir(ROOT)
     if argv[0] == "-m":
+        # Run as a fresh __main__, as the shell would: a copy imported by another test would make runpy warn.
+        for name in (argv[1], f"{argv[1]}.__main__"):
+            monkeypatch.delitem(sys.modules, name, raising=False)
         monkeypatch.setattr(sys, "argv", [argv[1], *argv[2:]])
         with pytest.raises(Parsed):
             runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
@@ -166,3 +169,14 @@ def test_python_blocks_run(block, tmp_path, monkeypatch):
         lora_run(tmp_path / "outputs" / name, seed=index)
     monkeypatch.chdir(tmp_path)
     exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
+
+
+def test_citation_file_cites_this_version_and_the_paper():
+    import yaml
+
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert citation["cff-version"] == "1.2.0" and citation["title"].startswith("advanchor")
+    assert citation["authors"] and citation["message"]
+    assert citation["version"] == importlib.metadata.version("advanchor")
+    assert any("arXiv:2501.00054" in i["value"] for r in citation["references"] for i in r["identifiers"])
+    assert "CITATION.cff" in README
