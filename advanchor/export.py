@@ -20,6 +20,7 @@ from peft.utils import get_peft_model_state_dict
 
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 DELTA_FORMAT = "advanchor-unet-delta"
+DELTA_FILE = "unet_delta.safetensors"  # its name in a run folder
 DELTA_VERSION = "1"
 MASK_FORMAT = "advanchor-mask"
 
@@ -297,9 +298,8 @@ def check_unet_delta(unet: torch.nn.Module, deltas: Mapping[str, torch.Tensor], 
     _check_shapes({name: t.shape for name, t in deltas.items()}, params, source)
 
 
-def load_unet_delta(target: Target, path: str | os.PathLike, scale: float = 1.0) -> Target:
-    """Add the deltas of a `save_unet_delta` file, times `scale`, in place to the UNet of `target` (a pipeline
-    or a UNet)."""
+def load_unet_delta(target: Target, path: str | os.PathLike) -> Target:
+    """Add the deltas of a `save_unet_delta` file in place to the UNet of `target` (a pipeline or a UNet)."""
     unet = getattr(target, "unet", target)
     if not isinstance(unet, torch.nn.Module):
         raise TypeError(
@@ -308,7 +308,7 @@ def load_unet_delta(target: Target, path: str | os.PathLike, scale: float = 1.0)
     deltas = read_delta(Path(path))
     # Every check runs before the first write, so a bad file leaves the UNet untouched.
     check_unet_delta(unet, deltas, str(path))
-    add_unet_delta(unet, deltas, scale)
+    add_unet_delta(unet, deltas)
     return target
 
 

@@ -11,10 +11,9 @@ import safetensors
 from diffusers import StableDiffusionPipeline
 from peft.tuners.lora import LoraLayer
 
-from .export import DELTA_FORMAT, add_unet_delta, check_unet_delta, read_delta
+from .export import DELTA_FILE, DELTA_FORMAT, add_unet_delta, check_unet_delta, read_delta
 from .quiet import dropped
 
-DELTA_FILE = "unet_delta.safetensors"
 LORA_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")  # the last four: pickles, refused by check_lora
 SOURCE_HINT = "pass a run folder, its lora/ directory or a unet_delta.safetensors file"
 
@@ -49,6 +48,12 @@ def check_lora(lora: str | os.PathLike, allow_pickle: bool = False) -> Path:
     return weights
 
 
+def quiet_deletions() -> None:
+    """Inside `warnings.catch_warnings()`: drop peft's note, as adapters are taken off, of the adapter it falls
+    back to; they are being taken off because loading failed, and that error is what the user sees."""
+    warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted")
+
+
 def load_lora(pipe: StableDiffusionPipeline, weights: Path, adapter_name: str, model: str) -> None:
     """Load a checked LoRA weights file into `pipe` under `adapter_name`; a LoRA made for another base
     model raises one line that says so."""
@@ -62,9 +67,8 @@ def load_lora(pipe: StableDiffusionPipeline, weights: Path, adapter_name: str, m
         ):
             # peft warns at every adapter after the first that there are several: stacking them is the point.
             warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
-            # A LoRA that does not fit is taken off again by diffusers, and peft names the adapter it falls
-            # back to: the one-line error below is what the user needs.
-            warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted")
+            # A LoRA that does not fit is taken off again by diffusers: the one-line error below says it.
+            quiet_deletions()
             pipe.load_lora_weights(str(weights.parent), weight_name=weights.name, adapter_name=adapter_name)
     except (RuntimeError, ValueError, KeyError) as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
@@ -165,8 +169,7 @@ def load_erasers(
             stale = [n for n in names[: done + 1] if n in loaded]
             if stale:
                 with warnings.catch_warnings():
-                    # peft names the adapter it falls back to while they go: none of them stays.
-                    warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted")
+                    quiet_deletions()
                     pipe.delete_adapters(stale)
             if active:
                 pipe.set_adapters(list(active), list(active.values()))

@@ -63,9 +63,11 @@ class Pipelines:
         self._edited: tuple[tuple[str, ...], StableDiffusionPipeline] | None = None
 
     def get(self, model: str, erasers: tuple[str, ...]) -> tuple[StableDiffusionPipeline, StableDiffusionPipeline]:
-        for source in erasers:
-            resolve(source)  # a bad path fails here, before any pipeline loads for it
-        if self._base is None or self._base[0] != model:
+        base_stale = self._base is None or self._base[0] != model
+        if erasers and (base_stale or self._edited is None or self._edited[0] != erasers):
+            for source in erasers:
+                resolve(source)  # a bad path fails here, before any pipeline loads for it
+        if base_stale:
             self._base = self._edited = None  # freed before the next load, not after it
             self._base = (model, load_pipeline(model).to(self.device))
         if not erasers:

@@ -6,17 +6,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from ..toyworld.classifier import Classifier
-from ..toyworld.quality import (
-    GUIDANCE_SCALE,
-    STEPS,
-    Probe,
-    _mean,
-    hits,
-    per_concept,
-    probe_images,
-    probes,
-    read_probes,
-)
+from ..toyworld.quality import GUIDANCE_SCALE, STEPS, Probe, _mean, hits, per_concept, probe_images, probes, read_probes
 from ..toyworld.vocab import NEIGHBORS, PARAPHRASES, concept_kind
 from .asr import Original
 from .attack import AttackOptions, attack_prompts
@@ -91,8 +81,13 @@ def stack_scores(concepts: list[str], readings: dict[str, list[dict]]) -> dict:
         named, _, kept = split_probes(concept)
         erased[concept] = _mean([pred[kind] == concept for p in named for pred in readings[p.prompt]])
         retained = [p for p in retained if p in kept]
-    kept_hits = [h for p in retained for h in hits(p, readings[p.prompt])]
-    return {"erased_accuracy": erased, "retained_accuracy": _mean(kept_hits), "retained_prompts": len(retained)}
+    kept = [readings[p.prompt] for p in retained]
+    return {
+        "erased_accuracy": erased,
+        "retained_accuracy": _mean([h for p, preds in zip(retained, kept) for h in hits(p, preds)]),
+        "retained_prompts": len(retained),
+        "per_concept": per_concept(retained, kept),
+    }
 
 
 def probe_image_map(pipe: StableDiffusionPipeline, items: list[Probe], seeds: int, *args) -> dict[str, torch.Tensor]:

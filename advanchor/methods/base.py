@@ -365,7 +365,7 @@ class ErasureMethod(pl.LightningModule):
             if kohya:
                 export.save_kohya_lora(self.unet, directory / "kohya_lora.safetensors", adapter_name=ADAPTER)
         else:
-            export.save_unet_delta(self.unet, self.frozen.originals, directory / "unet_delta.safetensors")
+            export.save_unet_delta(self.unet, self.frozen.originals, directory / export.DELTA_FILE)
         if self.masks:
             export.save_mask(
                 self.masks, directory / "mask.safetensors", {"kind": self.mask, "ratio": str(self.mask_ratio)}

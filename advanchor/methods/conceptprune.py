@@ -166,4 +166,4 @@ class ConceptPrune(ErasureMethod):
 
     def export(self, directory, kohya: bool = False) -> None:
         """The pruning as a sparse `unet_delta.safetensors` (indices and values of the zeroed weights)."""
-        export.save_sparse_delta(self.unet, self.frozen.originals, directory / "unet_delta.safetensors")
+        export.save_sparse_delta(self.unet, self.frozen.originals, directory / export.DELTA_FILE)
